@@ -105,7 +105,7 @@ where
         };
         let base: Vec<f64> = x.flatten_all()?.to_vec1()?;
         for j in 0..base.len() {
-            let mut shifted = |delta: f64| -> candle_core::Result<f64> {
+            let shifted = |delta: f64| -> candle_core::Result<f64> {
                 let mut v = base.clone();
                 v[j] += delta;
                 let mut values: Vec<Tensor> = xs.iter().map(|t| t.detach()).collect();
@@ -115,7 +115,8 @@ where
             let numeric = (shifted(cfg.eps)? - shifted(-cfg.eps)?) / (2.0 * cfg.eps);
             let err = (analytic[j] - numeric).abs();
             let tolerance = cfg.atol + cfg.rtol * numeric.abs();
-            if !(err <= tolerance) {
+            // A NaN on either side fails the check too.
+            if err.is_nan() || err > tolerance {
                 return Err(Error::GradCheck {
                     input: i,
                     index: j,

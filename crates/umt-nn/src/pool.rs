@@ -1,0 +1,487 @@
+//! 2D pooling with correct gradients: [`max_pool2d`], [`avg_pool2d`] and
+//! [`adaptive_avg_pool2d`], all with PyTorch's semantics (`ceil_mode = false`,
+//! `count_include_pad = true`, `dilation = 1`).
+//!
+//! candle 0.11's builtin pools have wrong or missing backward passes whenever the kernel differs
+//! from the stride or the size is not a multiple of the stride (see
+//! `shared/notes/candle-0.11.md`, bug 1), which rules out the ResNet stem pool (3×3, stride 2,
+//! padding 1). These ops are candle `CustomOp`s with their own CPU kernels for f32 and f64
+//! (parallel over the `B·C` planes with rayon). The backward of the max pool recomputes each
+//! window's argmax (candle cannot carry state from forward to backward) and routes the gradient
+//! there; ties go to the first maximum in row-major order and NaN counts as the maximum, as in
+//! PyTorch.
+//!
+//! Devices: CPU only for now. On a CUDA tensor the ops return candle's "no cuda implementation"
+//! error (candle's default `CustomOp1::cuda_fwd`); other dtypes return an error naming the op and
+//! the dtype.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use umt_nn::pool::{adaptive_avg_pool2d, max_pool2d};
+//! let x = Tensor::arange(0f32, 2.0 * 7.0 * 9.0, &Device::Cpu)?.reshape((1, 2, 7, 9))?;
+//! let y = max_pool2d(&x, 3, 2, 1)?; // the ResNet stem pool
+//! assert_eq!(y.dims(), &[1, 2, 4, 5]); // (7 + 2 − 3)/2 + 1 = 4, (9 + 2 − 3)/2 + 1 = 5
+//! let g = adaptive_avg_pool2d(&x, (1, 1))?;
+//! assert_eq!(g.dims(), &[1, 2, 1, 1]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType,
+};
+use rayon::prelude::*;
+
+/// One output index's input window `[start, end)` along an axis, already clipped to the input.
+type Span = (usize, usize);
+
+/// The pooling windows of a 2D pool: per output row and per output column, the input range it
+/// covers (clipped to the unpadded input), plus the input plane size.
+#[derive(Debug, Clone)]
+struct Windows {
+    h: usize,
+    w: usize,
+    rows: Vec<Span>,
+    cols: Vec<Span>,
+}
+
+impl Windows {
+    /// Windows of a fixed-size pool: output `i` covers `[i·s − p, i·s − p + k)`.
+    fn fixed(
+        op: &str,
+        h: usize,
+        w: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        if kernel == 0 || stride == 0 {
+            bail!("{op}: kernel ({kernel}) and stride ({stride}) must be positive");
+        }
+        // PyTorch: "pad should be at most half of effective kernel size"; it also guarantees
+        // that every window holds at least one real pixel.
+        if 2 * pad > kernel {
+            bail!("{op}: padding {pad} must be at most half of the kernel size {kernel}");
+        }
+        let axis = |len: usize, name: &str| -> Result<Vec<Span>> {
+            if len + 2 * pad < kernel {
+                bail!("{op}: input {name} {len} with padding {pad} is smaller than the kernel {kernel}");
+            }
+            let out = (len + 2 * pad - kernel) / stride + 1;
+            Ok((0..out)
+                .map(|i| {
+                    let start = (i * stride).saturating_sub(pad);
+                    let end = (i * stride + kernel - pad).min(len);
+                    (start, end)
+                })
+                .collect())
+        };
+        Ok(Self {
+            h,
+            w,
+            rows: axis(h, "height")?,
+            cols: axis(w, "width")?,
+        })
+    }
+
+    /// PyTorch's adaptive bins: output `i` of `o` covers `[⌊i·L/o⌋, ⌈(i+1)·L/o⌉)`.
+    fn adaptive(op: &str, h: usize, w: usize, out_h: usize, out_w: usize) -> Result<Self> {
+        if out_h == 0 || out_w == 0 || h == 0 || w == 0 {
+            bail!("{op}: input ({h}, {w}) and output ({out_h}, {out_w}) sizes must be positive");
+        }
+        let axis = |len: usize, out: usize| -> Vec<Span> {
+            (0..out)
+                .map(|i| (i * len / out, ((i + 1) * len).div_ceil(out)))
+                .collect()
+        };
+        Ok(Self {
+            h,
+            w,
+            rows: axis(h, out_h),
+            cols: axis(w, out_w),
+        })
+    }
+
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    fn out_plane(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    fn out_shape(&self, b: usize, c: usize) -> Shape {
+        Shape::from((b, c, self.rows.len(), self.cols.len()))
+    }
+}
+
+/// The contiguous slice of a CPU tensor's storage, or an error naming the op.
+pub(crate) fn contiguous_slice<'a, T>(op: &str, data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// A CPU kernel over f32 or f64 data; [`run1`]/[`run2`] dispatch on the dtype.
+pub(crate) trait Kernel1 {
+    /// The op's name in error messages.
+    fn op(&self) -> &'static str;
+    /// Computes the output from the contiguous input.
+    fn apply<T: WithDType>(&self, x: &[T]) -> Result<Vec<T>>;
+}
+
+/// Dispatches a [`Kernel1`] on a CPU storage (f32 or f64 only).
+pub(crate) fn run1<K: Kernel1>(k: &K, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
+    Ok(match s {
+        CpuStorage::F32(v) => CpuStorage::F32(k.apply(contiguous_slice(k.op(), v, l)?)?),
+        CpuStorage::F64(v) => CpuStorage::F64(k.apply(contiguous_slice(k.op(), v, l)?)?),
+        other => bail!(
+            "{}: only f32 and f64 are supported on the CPU, got {:?}",
+            k.op(),
+            other.dtype()
+        ),
+    })
+}
+
+/// A CPU kernel over two f32 or f64 inputs of the same dtype.
+pub(crate) trait Kernel2 {
+    /// The op's name in error messages.
+    fn op(&self) -> &'static str;
+    /// Computes the output from the two contiguous inputs.
+    fn apply<T: WithDType>(&self, a: &[T], b: &[T]) -> Result<Vec<T>>;
+}
+
+/// Dispatches a [`Kernel2`] on two CPU storages of the same dtype (f32 or f64 only).
+pub(crate) fn run2<K: Kernel2>(
+    k: &K,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<CpuStorage> {
+    let op = k.op();
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(k.apply(
+            contiguous_slice(op, a, l1)?,
+            contiguous_slice(op, b, l2)?,
+        )?),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(k.apply(
+            contiguous_slice(op, a, l1)?,
+            contiguous_slice(op, b, l2)?,
+        )?),
+        (a, b) => bail!(
+            "{op}: only f32 and f64 inputs of one dtype are supported on the CPU, got {:?} and {:?}",
+            a.dtype(),
+            b.dtype()
+        ),
+    })
+}
+
+/// `(B, C, H, W)` dims of a rank-4 layout.
+pub(crate) fn dims4(op: &str, shape: &Shape) -> Result<(usize, usize, usize, usize)> {
+    match shape.dims() {
+        &[b, c, h, w] => Ok((b, c, h, w)),
+        d => bail!("{op}: expected a (B, C, H, W) tensor, got shape {d:?}"),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Max pool.
+
+/// Flat index (inside the plane) of the first maximum of a window; NaN wins, as in PyTorch.
+#[inline]
+fn window_argmax<T: WithDType>(plane: &[T], w: usize, rows: Span, cols: Span) -> usize {
+    let mut best = rows.0 * w + cols.0;
+    let mut best_v = T::from_f64(f64::NEG_INFINITY);
+    for r in rows.0..rows.1 {
+        let start = r * w + cols.0;
+        for (j, &v) in plane[start..r * w + cols.1].iter().enumerate() {
+            // Greater, or unordered (v is NaN: best_v never is, we return on the first NaN).
+            match v.partial_cmp(&best_v) {
+                Some(std::cmp::Ordering::Greater) => {
+                    best_v = v;
+                    best = start + j;
+                }
+                None => return start + j,
+                _ => {}
+            }
+        }
+    }
+    best
+}
+
+#[derive(Debug, Clone)]
+struct MaxPool {
+    win: Windows,
+}
+
+impl Kernel1 for MaxPool {
+    fn op(&self) -> &'static str {
+        "max_pool2d"
+    }
+    fn apply<T: WithDType>(&self, x: &[T]) -> Result<Vec<T>> {
+        let win = &self.win;
+        let mut out = vec![T::zero(); x.len() / win.in_plane() * win.out_plane()];
+        out.par_chunks_mut(win.out_plane().max(1))
+            .zip(x.par_chunks(win.in_plane()))
+            .for_each(|(o, plane)| {
+                let mut k = 0;
+                for &rows in &win.rows {
+                    for &cols in &win.cols {
+                        o[k] = plane[window_argmax(plane, win.w, rows, cols)];
+                        k += 1;
+                    }
+                }
+            });
+        Ok(out)
+    }
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max_pool2d"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, _, _) = dims4(CustomOp1::name(self), l.shape())?;
+        Ok((run1(self, s, l)?, self.win.out_shape(b, c)))
+    }
+    /// Routes each output gradient to its window's (recomputed) argmax.
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad_res.contiguous()?;
+        Ok(Some(arg.apply_op2_no_bwd(&grad, self)?))
+    }
+}
+
+/// The backward kernel: inputs `x (B, C, H, W)` and `grad_out (B, C, Ho, Wo)`.
+impl Kernel2 for MaxPool {
+    fn op(&self) -> &'static str {
+        "max_pool2d_backward"
+    }
+    fn apply<T: WithDType>(&self, x: &[T], g: &[T]) -> Result<Vec<T>> {
+        let win = &self.win;
+        let mut gx = vec![T::zero(); x.len()];
+        gx.par_chunks_mut(win.in_plane())
+            .zip(x.par_chunks(win.in_plane()))
+            .zip(g.par_chunks(win.out_plane().max(1)))
+            .for_each(|((gp, plane), go)| {
+                let mut k = 0;
+                for &rows in &win.rows {
+                    for &cols in &win.cols {
+                        gp[window_argmax(plane, win.w, rows, cols)] += go[k];
+                        k += 1;
+                    }
+                }
+            });
+        Ok(gx)
+    }
+}
+
+impl CustomOp2 for MaxPool {
+    fn name(&self) -> &'static str {
+        "max_pool2d_backward"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, c, _, _) = dims4(CustomOp2::name(self), l1.shape())?;
+        if l2.shape() != &self.win.out_shape(b, c) {
+            bail!(
+                "max_pool2d_backward: gradient shape {:?}, expected {:?}",
+                l2.shape(),
+                self.win.out_shape(b, c)
+            );
+        }
+        Ok((run2(self, s1, l1, s2, l2)?, l1.shape().clone()))
+    }
+}
+
+/// Max pooling over square windows, PyTorch's `F.max_pool2d(x, kernel, stride, padding)`.
+///
+/// `x (B, C, H, W)` → `(B, C, Ho, Wo)` with `Ho = (H + 2p − k)/s + 1` (floor, `ceil_mode =
+/// false`); padding acts as −∞. Requires `2·padding ≤ kernel` (as PyTorch). The gradient goes to
+/// the first maximum of each window (summed where windows overlap). CPU f32/f64 only.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (_, _, h, w) = dims4("max_pool2d", x.shape())?;
+    let win = Windows::fixed("max_pool2d", h, w, kernel, stride, padding)?;
+    x.contiguous()?.apply_op1(MaxPool { win })
+}
+
+// ------------------------------------------------------------------------------------------
+// Average pools (fixed and adaptive share one kernel: only the windows and divisor differ).
+
+#[derive(Debug, Clone)]
+struct AvgPool {
+    win: Windows,
+    /// `Some(k²)` for a fixed pool with `count_include_pad = true`; `None` divides by the
+    /// window's area (adaptive bins).
+    divisor: Option<usize>,
+    /// Forward (`false`) or backward (`true`) direction of the same op.
+    backward: bool,
+}
+
+impl AvgPool {
+    #[inline]
+    fn divisor(&self, rows: Span, cols: Span) -> f64 {
+        match self.divisor {
+            Some(d) => d as f64,
+            None => ((rows.1 - rows.0) * (cols.1 - cols.0)) as f64,
+        }
+    }
+}
+
+impl Kernel1 for AvgPool {
+    fn op(&self) -> &'static str {
+        if self.backward {
+            "avg_pool2d_backward"
+        } else {
+            "avg_pool2d"
+        }
+    }
+    fn apply<T: WithDType>(&self, x: &[T]) -> Result<Vec<T>> {
+        let win = &self.win;
+        let (in_plane, out_plane) = (win.in_plane(), win.out_plane().max(1));
+        if self.backward {
+            // x is grad_out (B, C, Ho, Wo) → grad_in (B, C, H, W).
+            let mut gx = vec![T::zero(); x.len() / out_plane * in_plane];
+            gx.par_chunks_mut(in_plane)
+                .zip(x.par_chunks(out_plane))
+                .for_each(|(gp, go)| {
+                    let mut k = 0;
+                    for &rows in &win.rows {
+                        for &cols in &win.cols {
+                            let g = T::from_f64(go[k].to_f64() / self.divisor(rows, cols));
+                            for r in rows.0..rows.1 {
+                                for v in &mut gp[r * win.w + cols.0..r * win.w + cols.1] {
+                                    *v += g;
+                                }
+                            }
+                            k += 1;
+                        }
+                    }
+                });
+            Ok(gx)
+        } else {
+            let mut out = vec![T::zero(); x.len() / in_plane * out_plane];
+            out.par_chunks_mut(out_plane)
+                .zip(x.par_chunks(in_plane))
+                .for_each(|(o, plane)| {
+                    let mut k = 0;
+                    for &rows in &win.rows {
+                        for &cols in &win.cols {
+                            let mut acc = T::zero();
+                            for r in rows.0..rows.1 {
+                                for &v in &plane[r * win.w + cols.0..r * win.w + cols.1] {
+                                    acc += v;
+                                }
+                            }
+                            o[k] = T::from_f64(acc.to_f64() / self.divisor(rows, cols));
+                            k += 1;
+                        }
+                    }
+                });
+            Ok(out)
+        }
+    }
+}
+
+impl CustomOp1 for AvgPool {
+    fn name(&self) -> &'static str {
+        Kernel1::op(self)
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, _, _) = dims4(CustomOp1::name(self), l.shape())?;
+        let shape = if self.backward {
+            Shape::from((b, c, self.win.h, self.win.w))
+        } else {
+            self.win.out_shape(b, c)
+        };
+        Ok((run1(self, s, l)?, shape))
+    }
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let back = AvgPool {
+            backward: true,
+            ..self.clone()
+        };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&back)?))
+    }
+}
+
+/// Average pooling over square windows, PyTorch's `F.avg_pool2d(x, kernel, stride, padding)`
+/// with its defaults `ceil_mode = false`, `count_include_pad = true` (every window is divided by
+/// `k²`, padding counts as zeros).
+///
+/// `x (B, C, H, W)` → `(B, C, Ho, Wo)`, `Ho = (H + 2p − k)/s + 1`. Requires `2·padding ≤
+/// kernel`. CPU f32/f64 only.
+pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (_, _, h, w) = dims4("avg_pool2d", x.shape())?;
+    let win = Windows::fixed("avg_pool2d", h, w, kernel, stride, padding)?;
+    x.contiguous()?.apply_op1(AvgPool {
+        win,
+        divisor: Some(kernel * kernel),
+        backward: false,
+    })
+}
+
+/// Adaptive average pooling, PyTorch's `F.adaptive_avg_pool2d(x, output)`: output bin `i` of `o`
+/// averages input rows `⌊i·H/o⌋ .. ⌈(i+1)·H/o⌉` (bins may overlap when `o` does not divide `H`).
+///
+/// `x (B, C, H, W)` → `(B, C, oh, ow)`. The global case `(1, 1)` is a plain mean over H and W
+/// (candle's own differentiable ops, any device and float dtype); other sizes run on CPU f32/f64.
+pub fn adaptive_avg_pool2d(x: &Tensor, output: (usize, usize)) -> Result<Tensor> {
+    let (_, _, h, w) = dims4("adaptive_avg_pool2d", x.shape())?;
+    if output == (1, 1) && h > 0 && w > 0 {
+        return x.mean_keepdim(3)?.mean_keepdim(2); // (B, C, 1, 1)
+    }
+    if output == (h, w) {
+        return Ok(x.clone());
+    }
+    let win = Windows::adaptive("adaptive_avg_pool2d", h, w, output.0, output.1)?;
+    x.contiguous()?.apply_op1(AvgPool {
+        win,
+        divisor: None,
+        backward: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Fixed windows: count matches PyTorch's formula, every window is non-empty and inside
+        /// the input, and consecutive windows start `stride` apart in the padded frame.
+        #[test]
+        fn fixed_windows(len in 1usize..40, k in 1usize..6, s in 1usize..4, p in 0usize..3) {
+            prop_assume!(2 * p <= k && len + 2 * p >= k);
+            let win = Windows::fixed("t", len, len, k, s, p).unwrap();
+            prop_assert_eq!(win.rows.len(), (len + 2 * p - k) / s + 1);
+            for (i, &(a, b)) in win.rows.iter().enumerate() {
+                prop_assert!(a < b && b <= len);
+                let start = (i * s) as i64 - p as i64;
+                prop_assert_eq!(a as i64, start.max(0));
+                prop_assert_eq!(b as i64, (start + k as i64).min(len as i64));
+            }
+        }
+
+        /// Adaptive bins cover the whole input, in order, and are non-empty.
+        #[test]
+        fn adaptive_bins(len in 1usize..50, out in 1usize..50) {
+            let win = Windows::adaptive("t", len, len, out, out).unwrap();
+            prop_assert_eq!(win.rows.first().map(|r| r.0), Some(0));
+            prop_assert_eq!(win.rows.last().map(|r| r.1), Some(len));
+            for pair in win.rows.windows(2) {
+                prop_assert!(pair[0].0 <= pair[1].0);
+                prop_assert!(pair[1].0 <= pair[0].1, "gap between bins");
+            }
+            for &(a, b) in &win.rows {
+                prop_assert!(a < b);
+            }
+        }
+    }
+}
