@@ -1,0 +1,415 @@
+//! CPU kernels of the convolution: im2col / col2im and the three GEMM-based passes
+//! (forward, input gradient, weight gradient) over NCHW buffers.
+//!
+//! Threading: when the batch has at least as many samples as rayon has threads, samples are
+//! split into one contiguous chunk per thread and every thread runs single-threaded GEMMs on its
+//! own scratch buffer (no synchronisation; the weight gradient is accumulated per thread and
+//! summed at the end). Smaller batches run sample after sample with GEMMs parallelised by the
+//! `gemm` crate itself.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::Geometry;
+
+/// Element types the kernels run on (`f32` for training, `f64` for gradient checks).
+pub(crate) trait Element:
+    Copy + Default + Send + Sync + 'static + std::ops::AddAssign + PartialEq
+{
+    const ONE: Self;
+}
+
+impl Element for f32 {
+    const ONE: Self = 1.0;
+}
+
+impl Element for f64 {
+    const ONE: Self = 1.0;
+}
+
+/// Row-major matrix operand: pointer, row stride, column stride.
+#[derive(Clone, Copy)]
+struct Mat<T> {
+    ptr: *const T,
+    rs: isize,
+    cs: isize,
+}
+
+/// `dst (m, n)` (row-major, row stride `dst_rs`) := `[dst +] lhs (m, k) · rhs (k, n)`.
+///
+/// # Safety
+/// Every pointer must be valid for the extents described by `m`, `n`, `k` and the strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul<T: Element>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    par: Parallelism,
+) {
+    // SAFETY: forwarded from the caller; `gemm` computes dst = alpha·dst + beta·lhs·rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Input row `iy` for output row `oy` and kernel row `i`, or `None` inside the padding.
+#[inline]
+fn src_index(
+    o: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    len: usize,
+) -> Option<usize> {
+    let pos = (o * stride + k * dilation).checked_sub(pad)?;
+    (pos < len).then_some(pos)
+}
+
+/// Range of output columns `ox` whose input column `ox·s + j·d − p` lies inside `[0, w)`.
+#[inline]
+fn valid_range(j: usize, g: &Geometry) -> (usize, usize) {
+    let off = j * g.dw; // input column = ox·s + off − p
+    let lo = if off >= g.pw {
+        0
+    } else {
+        (g.pw - off).div_ceil(g.sw)
+    };
+    // largest ox with ox·s + off − p ≤ w − 1  ⇔  ox·s ≤ w − 1 + p − off
+    let hi = if g.w + g.pw > off {
+        ((g.w - 1 + g.pw - off) / g.sw + 1).min(g.ow)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// `x (C_in, H, W)` → `cols (C_in·kH·kW, OH·OW)`.
+fn im2col<T: Element>(x: &[T], cols: &mut [T], g: &Geometry) {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    for c in 0..g.c_in {
+        let xc = &x[c * hw_in..(c + 1) * hw_in];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let r = (c * g.kh + i) * g.kw + j;
+                let row = &mut cols[r * hw_out..(r + 1) * hw_out];
+                let (lo, hi) = valid_range(j, g);
+                for oy in 0..g.oh {
+                    let out = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                    let Some(iy) = src_index(oy, i, g.sh, g.dh, g.ph, g.h) else {
+                        out.fill(T::default());
+                        continue;
+                    };
+                    out[..lo].fill(T::default());
+                    out[hi..].fill(T::default());
+                    if lo < hi {
+                        let start = iy * g.w + lo * g.sw + j * g.dw - g.pw;
+                        if g.sw == 1 {
+                            out[lo..hi].copy_from_slice(&xc[start..start + (hi - lo)]);
+                        } else {
+                            for (k, o) in out[lo..hi].iter_mut().enumerate() {
+                                *o = xc[start + k * g.sw];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scatter-adds `cols (C_in·kH·kW, OH·OW)` into `dx (C_in, H, W)` (which must start zeroed).
+fn col2im<T: Element>(cols: &[T], dx: &mut [T], g: &Geometry) {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    for c in 0..g.c_in {
+        let dxc = &mut dx[c * hw_in..(c + 1) * hw_in];
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let r = (c * g.kh + i) * g.kw + j;
+                let row = &cols[r * hw_out..(r + 1) * hw_out];
+                let (lo, hi) = valid_range(j, g);
+                if lo >= hi {
+                    continue;
+                }
+                for oy in 0..g.oh {
+                    let Some(iy) = src_index(oy, i, g.sh, g.dh, g.ph, g.h) else {
+                        continue;
+                    };
+                    let src = &row[oy * g.ow + lo..oy * g.ow + hi];
+                    let start = iy * g.w + lo * g.sw + j * g.dw - g.pw;
+                    if g.sw == 1 {
+                        for (d, &s) in dxc[start..start + (hi - lo)].iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
+                        for (k, &s) in src.iter().enumerate() {
+                            dxc[start + k * g.sw] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How the batch is spread over threads.
+struct Plan {
+    /// Samples per chunk (one chunk per thread), or the whole batch when run serially.
+    chunk: usize,
+    /// Parallelism handed to each GEMM.
+    gemm: Parallelism,
+}
+
+fn plan(batch: usize) -> Plan {
+    let threads = rayon::current_num_threads().max(1);
+    if threads > 1 && batch >= threads {
+        Plan {
+            chunk: batch.div_ceil(threads),
+            gemm: Parallelism::None,
+        }
+    } else {
+        Plan {
+            chunk: batch.max(1),
+            gemm: if threads > 1 {
+                Parallelism::Rayon(threads)
+            } else {
+                Parallelism::None
+            },
+        }
+    }
+}
+
+/// Forward: `x (B, C_in, H, W)`, `w (C_out, C_in/G, kH, kW)` → `y (B, C_out, OH, OW)`.
+pub(crate) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let (kg, cog) = (g.k_group(), g.c_out / g.groups);
+    let mut y = vec![T::default(); g.b * g.c_out * hw_out];
+    if y.is_empty() {
+        return y;
+    }
+    let plan = plan(g.b);
+    let direct = g.is_pointwise();
+    y.par_chunks_mut(plan.chunk * g.c_out * hw_out)
+        .enumerate()
+        .for_each(|(ci, ychunk)| {
+            let mut cols = if direct {
+                Vec::new()
+            } else {
+                vec![T::default(); g.groups * kg * hw_out]
+            };
+            for (bi, yb) in ychunk.chunks_mut(g.c_out * hw_out).enumerate() {
+                let b = ci * plan.chunk + bi;
+                let xb = &x[b * g.c_in * hw_in..(b + 1) * g.c_in * hw_in];
+                let src: &[T] = if direct {
+                    xb
+                } else {
+                    im2col(xb, &mut cols, g);
+                    &cols
+                };
+                for gi in 0..g.groups {
+                    // SAFETY: (cog, hw_out) ⊂ yb, (cog, kg) ⊂ w, (kg, hw_out) ⊂ src.
+                    unsafe {
+                        matmul(
+                            cog,
+                            hw_out,
+                            kg,
+                            yb[gi * cog * hw_out..].as_mut_ptr(),
+                            hw_out,
+                            false,
+                            Mat {
+                                ptr: w[gi * cog * kg..].as_ptr(),
+                                rs: kg as isize,
+                                cs: 1,
+                            },
+                            Mat {
+                                ptr: src[gi * kg * hw_out..].as_ptr(),
+                                rs: hw_out as isize,
+                                cs: 1,
+                            },
+                            plan.gemm,
+                        )
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// Input gradient: `dy (B, C_out, OH, OW)`, `w (C_out, C_in/G, kH, kW)` → `dx (B, C_in, H, W)`.
+pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let (kg, cog) = (g.k_group(), g.c_out / g.groups);
+    let mut dx = vec![T::default(); g.b * g.c_in * hw_in];
+    if dx.is_empty() {
+        return dx;
+    }
+    let plan = plan(g.b);
+    let direct = g.is_pointwise();
+    dx.par_chunks_mut(plan.chunk * g.c_in * hw_in)
+        .enumerate()
+        .for_each(|(ci, dxchunk)| {
+            let mut cols = if direct {
+                Vec::new()
+            } else {
+                vec![T::default(); g.groups * kg * hw_out]
+            };
+            for (bi, dxb) in dxchunk.chunks_mut(g.c_in * hw_in).enumerate() {
+                let b = ci * plan.chunk + bi;
+                let dyb = &dy[b * g.c_out * hw_out..(b + 1) * g.c_out * hw_out];
+                let dst: &mut [T] = if direct { &mut *dxb } else { &mut cols };
+                for gi in 0..g.groups {
+                    // dcols_g (kg, hw_out) = w_gᵀ (kg, cog) · dy_g (cog, hw_out).
+                    // SAFETY: all three operands lie inside their buffers.
+                    unsafe {
+                        matmul(
+                            kg,
+                            hw_out,
+                            cog,
+                            dst[gi * kg * hw_out..].as_mut_ptr(),
+                            hw_out,
+                            false,
+                            Mat {
+                                ptr: w[gi * cog * kg..].as_ptr(),
+                                rs: 1,
+                                cs: kg as isize,
+                            },
+                            Mat {
+                                ptr: dyb[gi * cog * hw_out..].as_ptr(),
+                                rs: hw_out as isize,
+                                cs: 1,
+                            },
+                            plan.gemm,
+                        )
+                    }
+                }
+                if !direct {
+                    col2im(&cols, dxb, g);
+                }
+            }
+        });
+    dx
+}
+
+/// Weight gradient: `x (B, C_in, H, W)`, `dy (B, C_out, OH, OW)` → `dw (C_out, C_in/G, kH, kW)`,
+/// summed over the batch one sample at a time (scratch: one sample's columns per thread).
+pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let (kg, cog) = (g.k_group(), g.c_out / g.groups);
+    let len = g.c_out * kg;
+    if len == 0 || g.b == 0 {
+        return vec![T::default(); len];
+    }
+    let plan = plan(g.b);
+    let direct = g.is_pointwise();
+    let chunks: Vec<usize> = (0..g.b.div_ceil(plan.chunk)).collect();
+    let partials: Vec<Vec<T>> = chunks
+        .par_iter()
+        .map(|&ci| {
+            let mut dw = vec![T::default(); len];
+            let mut cols = if direct {
+                Vec::new()
+            } else {
+                vec![T::default(); g.groups * kg * hw_out]
+            };
+            let samples = ci * plan.chunk..((ci + 1) * plan.chunk).min(g.b);
+            for (n, b) in samples.enumerate() {
+                let xb = &x[b * g.c_in * hw_in..(b + 1) * g.c_in * hw_in];
+                let dyb = &dy[b * g.c_out * hw_out..(b + 1) * g.c_out * hw_out];
+                let src: &[T] = if direct {
+                    xb
+                } else {
+                    im2col(xb, &mut cols, g);
+                    &cols
+                };
+                for gi in 0..g.groups {
+                    // dw_g (cog, kg) += dy_g (cog, hw_out) · cols_gᵀ (hw_out, kg).
+                    // SAFETY: all three operands lie inside their buffers.
+                    unsafe {
+                        matmul(
+                            cog,
+                            kg,
+                            hw_out,
+                            dw[gi * cog * kg..].as_mut_ptr(),
+                            kg,
+                            n > 0,
+                            Mat {
+                                ptr: dyb[gi * cog * hw_out..].as_ptr(),
+                                rs: hw_out as isize,
+                                cs: 1,
+                            },
+                            Mat {
+                                ptr: src[gi * kg * hw_out..].as_ptr(),
+                                rs: 1,
+                                cs: hw_out as isize,
+                            },
+                            plan.gemm,
+                        )
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut iter = partials.into_iter();
+    let mut total = iter.next().unwrap_or_else(|| vec![T::default(); len]);
+    for p in iter {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geom(h: usize, w: usize, k: usize, s: usize, p: usize, d: usize) -> Geometry {
+        Geometry::new((1, 1, h, w), (1, 1, k, k), (p, p), (s, s), (d, d), 1)
+            .expect("valid geometry")
+    }
+
+    /// col2im is the adjoint of im2col: ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩.
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        for &(h, w, k, s, p, d) in &[(5, 7, 3, 1, 1, 1), (6, 5, 3, 2, 2, 2), (4, 9, 1, 3, 0, 1)] {
+            let g = geom(h, w, k, s, p, d);
+            let x: Vec<f64> = (0..h * w).map(|i| (i as f64 * 0.37).sin()).collect();
+            let c: Vec<f64> = (0..k * k * g.oh * g.ow)
+                .map(|i| (i as f64 * 0.11).cos())
+                .collect();
+            let mut cols = vec![0.0; c.len()];
+            im2col(&x, &mut cols, &g);
+            let mut dx = vec![0.0; x.len()];
+            col2im(&c, &mut dx, &g);
+            let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The convolution as three candle custom ops, each with its own backward so that gradients
+//! (and gradients of gradients) stay on the fast kernels:
+//!
+//! | op | inputs | output | backward |
+//! |---|---|---|---|
+//! | [`ConvForward`] | `x`, `w` | `y` | [`ConvInputGrad`], [`ConvWeightGrad`] |
+//! | [`ConvInputGrad`] | `dy`, `w` | `dx` | [`ConvForward`], [`ConvWeightGrad`] |
+//! | [`ConvWeightGrad`] | `x`, `dy` | `dw` | [`ConvInputGrad`], [`ConvForward`] |
+//!
+//! All three are bilinear, so each backward is made of the other two.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+use super::{cpu, Geometry};
+
+/// Borrows the contiguous data of a storage as `&[T]`, or fails naming the operand.
+fn slice<'a, T>(data: &'a [T], layout: &Layout, op: &str, what: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: operand `{what}` must be contiguous"),
+    }
+}
+
+/// Runs `f` on two CPU storages of the same float dtype (f32 or f64).
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    op: &str,
+    names: (&str, &str),
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    shape: Shape,
+    f32_kernel: fn(&[f32], &[f32], &Geometry) -> Vec<f32>,
+    f64_kernel: fn(&[f64], &[f64], &Geometry) -> Vec<f64>,
+    geometry: &Geometry,
+) -> Result<(CpuStorage, Shape)> {
+    match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            let out = f32_kernel(
+                slice(a, l1, op, names.0)?,
+                slice(b, l2, op, names.1)?,
+                geometry,
+            );
+            Ok((CpuStorage::F32(out), shape))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            let out = f64_kernel(
+                slice(a, l1, op, names.0)?,
+                slice(b, l2, op, names.1)?,
+                geometry,
+            );
+            Ok((CpuStorage::F64(out), shape))
+        }
+        _ => candle_core::bail!(
+            "{op}: expected `{}` and `{}` both f32 or both f64, found {:?} and {:?}",
+            names.0,
+            names.1,
+            s1.dtype(),
+            s2.dtype()
+        ),
+    }
+}
+
+/// `y = conv(x, w)`: `x (B, C_in, H, W)`, `w (C_out, C_in/G, kH, kW)` → `(B, C_out, OH, OW)`.
+pub(crate) struct ConvForward(pub(crate) Geometry);
+
+/// `dx = ∂⟨y, dy⟩/∂x`: `dy (B, C_out, OH, OW)`, `w` → `(B, C_in, H, W)`.
+pub(crate) struct ConvInputGrad(pub(crate) Geometry);
+
+/// `dw = ∂⟨y, dy⟩/∂w`: `x (B, C_in, H, W)`, `dy (B, C_out, OH, OW)` → `(C_out, C_in/G, kH, kW)`.
+pub(crate) struct ConvWeightGrad(pub(crate) Geometry);
+
+impl ConvForward {
+    pub(crate) fn apply(g: Geometry, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        x.contiguous()?.apply_op2(&w.contiguous()?, ConvForward(g))
+    }
+}
+
+impl ConvInputGrad {
+    pub(crate) fn apply(g: Geometry, dy: &Tensor, w: &Tensor) -> Result<Tensor> {
+        dy.contiguous()?
+            .apply_op2(&w.contiguous()?, ConvInputGrad(g))
+    }
+}
+
+impl ConvWeightGrad {
+    pub(crate) fn apply(g: Geometry, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        x.contiguous()?
+            .apply_op2(&dy.contiguous()?, ConvWeightGrad(g))
+    }
+}
+
+impl CustomOp2 for ConvForward {
+    fn name(&self) -> &'static str {
+        "umt-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        g.check(
+            self.name(),
+            ("x", l1.dims(), g.x_dims()),
+            ("w", l2.dims(), g.w_dims()),
+        )?;
+        dispatch(
+            self.name(),
+            ("x", "w"),
+            (s1, l1),
+            (s2, l2),
+            Shape::from(g.y_dims()),
+            cpu::forward::<f32>,
+            cpu::forward::<f64>,
+            g,
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = ConvInputGrad::apply(self.0, dy, w)?;
+        let dw = ConvWeightGrad::apply(self.0, x, dy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "umt-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        g.check(
+            self.name(),
+            ("dy", l1.dims(), g.y_dims()),
+            ("w", l2.dims(), g.w_dims()),
+        )?;
+        dispatch(
+            self.name(),
+            ("dy", "w"),
+            (s1, l1),
+            (s2, l2),
+            Shape::from(g.x_dims()),
+            cpu::input_grad::<f32>,
+            cpu::input_grad::<f64>,
+            g,
+        )
+    }
+
+    /// `dx` is bilinear in `(dy, w)`: with `gx = ∂L/∂dx`, `∂L/∂dy = conv(gx, w)` and
+    /// `∂L/∂w = weight_grad(gx, dy)`.
+    fn bwd(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        _dx: &Tensor,
+        gx: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g_dy = ConvForward::apply(self.0, gx, w)?;
+        let g_w = ConvWeightGrad::apply(self.0, gx, dy)?;
+        Ok((Some(g_dy), Some(g_w)))
+    }
+}
+
+impl CustomOp2 for ConvWeightGrad {
+    fn name(&self) -> &'static str {
+        "umt-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        g.check(
+            self.name(),
+            ("x", l1.dims(), g.x_dims()),
+            ("dy", l2.dims(), g.y_dims()),
+        )?;
+        dispatch(
+            self.name(),
+            ("x", "dy"),
+            (s1, l1),
+            (s2, l2),
+            Shape::from(g.w_dims()),
+            cpu::weight_grad::<f32>,
+            cpu::weight_grad::<f64>,
+            g,
+        )
+    }
+
+    /// `dw` is bilinear in `(x, dy)`: with `gw = ∂L/∂dw`, `∂L/∂x = input_grad(dy, gw)` and
+    /// `∂L/∂dy = conv(x, gw)`.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        _dw: &Tensor,
+        gw: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g_x = ConvInputGrad::apply(self.0, dy, gw)?;
+        let g_dy = ConvForward::apply(self.0, x, gw)?;
+        Ok((Some(g_x), Some(g_dy)))
+    }
+}
