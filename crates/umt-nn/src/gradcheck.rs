@@ -57,7 +57,9 @@ pub struct GradCheckReport {
 
 /// Deterministic values in [-1, 1) from a 64-bit LCG (no dependency on candle's RNG state).
 fn projection(len: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             s = s
@@ -93,7 +95,9 @@ where
 
     let eval = |values: &[Tensor]| -> candle_core::Result<f64> {
         let out = f(values)?;
-        (out.to_dtype(DType::F64)? * &r)?.sum_all()?.to_scalar::<f64>()
+        (out.to_dtype(DType::F64)? * &r)?
+            .sum_all()?
+            .to_scalar::<f64>()
     };
 
     let mut elements = 0;
