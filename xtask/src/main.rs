@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod ci;
+mod io;
+mod pull_teachers;
 mod reproduce;
 mod run_encoder;
 mod sample_frames;
@@ -32,6 +34,8 @@ enum Command {
     ReproduceTable2(reproduce::Args),
     /// Reproduce the paper's Table 1 (linear evaluation of each encoder) and Figure 2.
     ReproduceTable1(reproduce::Args),
+    /// Fetch a set of teacher checkpoints from the Hugging Face Hub into the shared cache.
+    PullTeachers(pull_teachers::Args),
     /// Benchmarks (ours and, where python3 can import torch, PyTorch in the same run).
     Bench(bench::Args),
     /// The one check: fmt, clippy -D warnings, tests, docs (cheapest first).
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::RunEncoder(args) => run_encoder::run(args),
         Command::ReproduceTable2(args) => reproduce::run_table2(args),
         Command::ReproduceTable1(args) => reproduce::run_table1(args),
+        Command::PullTeachers(args) => pull_teachers::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Ci(args) => ci::run(args),
     }

@@ -1,0 +1,330 @@
+//! Experiment configuration: the dataset, the encoders and the training schedule, with named
+//! presets (`default`, `paper`, `smoke`) and JSON overrides (`--config FILE`: any subset of
+//! fields, merged onto the preset; unknown keys are an error naming the key).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use umt_data::synthetic::SyntheticConfig;
+use umt_resnet::StemKind;
+
+use crate::model::EncoderConfig;
+use crate::{Error, Result};
+
+/// Optimisation and method hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Epochs of every fusion method. Paper §4.1: 20; default preset 8 (CPU budget; the
+    /// prototype used 12).
+    pub epochs: usize,
+    /// Epochs of each uni-modal teacher (same schedule shape). Paper: as the fusion methods.
+    pub teacher_epochs: usize,
+    /// Mini-batch size. Paper §4.1: 24; default preset 64 (prototype).
+    pub batch_size: usize,
+    /// Adam learning rate. Paper §4.1: 1e-3.
+    pub learning_rate: f64,
+    /// Multiply the learning rate by `lr_decay_factor` every this many epochs (baselines and
+    /// teachers). Paper §4.1: 10.
+    pub lr_decay_every_epochs: usize,
+    /// The same for UMT and the one-teacher distillations. Paper §4.1: 5.
+    pub distill_lr_decay_every_epochs: usize,
+    /// Paper §4.1: 0.1.
+    pub lr_decay_factor: f64,
+    /// λ of Eq. (3), weight of the mean-reduced feature MSE. Paper §4.1: 50.
+    pub lambda: f64,
+    /// Dropout probability on the fused embedding ("Dropout" row). Paper Table 2: 0.5.
+    pub dropout: f32,
+    /// Share of the training set held out to estimate Gradient-Blending's weights (Wang et
+    /// al. 2020 use a held-out split of the training data). Our choice: 0.2.
+    pub gb_validation_fraction: f64,
+    /// Epochs of the Gradient-Blending estimation run (losses are read at half and at the end).
+    /// Our choice: half of `epochs` (CPU budget).
+    pub gb_estimation_epochs: usize,
+    /// Epochs of every linear classifier fitted on frozen embeddings (Pre-train + Fine-tune and
+    /// the linear evaluation of Table 1). Our choice: 60 (converged on the synthetic data).
+    pub linear_epochs: usize,
+    /// Adam learning rate of those linear classifiers (standardised inputs). Our choice: 1e-2.
+    pub linear_learning_rate: f64,
+}
+
+/// Which dataset a run uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The synthetic generator (the embedded default dataset).
+    pub synthetic: SyntheticConfig,
+    /// Seed of the dataset draw (kept fixed across training seeds, as a real dataset is).
+    pub data_seed: u64,
+    /// Both encoders.
+    pub encoder: EncoderConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+}
+
+/// A named preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// CPU-sized, the committed results (15-minute budget on 2 cores).
+    Default,
+    /// The paper's §4.1 schedule and a full-width ResNet18 (needs a GPU).
+    Paper,
+    /// About a minute end to end: for tests.
+    Smoke,
+}
+
+impl Preset {
+    /// Parses `default`, `paper` or `smoke`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "default" => Ok(Preset::Default),
+            "paper" => Ok(Preset::Paper),
+            "smoke" => Ok(Preset::Smoke),
+            other => Err(Error::InvalidConfig {
+                field: "preset",
+                expected: "one of default, paper, smoke".into(),
+                found: other.into(),
+            }),
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// The configuration of a preset.
+    pub fn preset(p: Preset) -> Self {
+        match p {
+            Preset::Default => Self::default_cpu(),
+            Preset::Paper => Self::paper(),
+            Preset::Smoke => Self::smoke(),
+        }
+    }
+
+    /// The CPU default (see the field comments of [`TrainConfig`]).
+    pub fn default_cpu() -> Self {
+        Self {
+            synthetic: SyntheticConfig::default(),
+            data_seed: 0,
+            encoder: EncoderConfig {
+                base_width: 8,
+                stem: StemKind::Small,
+            },
+            train: TrainConfig {
+                epochs: 8,
+                teacher_epochs: 8,
+                batch_size: 64,
+                learning_rate: 1e-3,
+                lr_decay_every_epochs: 6,
+                distill_lr_decay_every_epochs: 6,
+                lr_decay_factor: 0.1,
+                lambda: 50.0,
+                dropout: 0.5,
+                gb_validation_fraction: 0.2,
+                gb_estimation_epochs: 4,
+                linear_epochs: 60,
+                linear_learning_rate: 1e-2,
+            },
+        }
+    }
+
+    /// The paper's §4.1 training schedule with full-width ResNet18 encoders on the synthetic
+    /// data (a GPU-sized run).
+    pub fn paper() -> Self {
+        let d = Self::default_cpu();
+        Self {
+            encoder: EncoderConfig {
+                base_width: 64,
+                stem: StemKind::Small,
+            },
+            train: TrainConfig {
+                epochs: 20,
+                teacher_epochs: 20,
+                batch_size: 24,
+                lr_decay_every_epochs: 10,
+                distill_lr_decay_every_epochs: 5,
+                gb_estimation_epochs: 10,
+                ..d.train
+            },
+            ..d
+        }
+    }
+
+    /// A tiny run for tests (about a minute on 2 cores).
+    pub fn smoke() -> Self {
+        let d = Self::default_cpu();
+        Self {
+            synthetic: SyntheticConfig::smoke(),
+            encoder: EncoderConfig {
+                base_width: 4,
+                stem: StemKind::Small,
+            },
+            train: TrainConfig {
+                epochs: 4,
+                teacher_epochs: 4,
+                batch_size: 32,
+                lr_decay_every_epochs: 3,
+                distill_lr_decay_every_epochs: 3,
+                gb_estimation_epochs: 2,
+                linear_epochs: 10,
+                ..d.train
+            },
+            ..d
+        }
+    }
+
+    /// The preset with the JSON object of `path` merged onto it (objects merge key by key,
+    /// anything else replaces), then validated. Unknown keys are an error naming the key.
+    pub fn with_overrides_file(self, path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(crate::error::io_err(path))?;
+        let patch: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        self.with_overrides(&patch).map_err(|e| match e {
+            Error::Json { source, .. } => Error::Json {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// The preset with `patch` merged onto it, then validated.
+    pub fn with_overrides(self, patch: &serde_json::Value) -> Result<Self> {
+        let json_err = |source| Error::Json {
+            path: "<config>".into(),
+            source,
+        };
+        let mut base = serde_json::to_value(&self).map_err(json_err)?;
+        merge(&mut base, patch);
+        let cfg: Self = serde_json::from_value(base).map_err(json_err)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every field once.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        let bad = |field: &'static str, expected: &str, found: String| {
+            Err(Error::InvalidConfig {
+                field,
+                expected: expected.into(),
+                found,
+            })
+        };
+        if !(t.lambda >= 0.0 && t.lambda.is_finite()) {
+            return bad("train.lambda", "λ ≥ 0 (paper: 50)", t.lambda.to_string());
+        }
+        if t.epochs == 0 || t.teacher_epochs == 0 || t.linear_epochs == 0 {
+            return bad("train.epochs", "at least 1", t.epochs.to_string());
+        }
+        if t.gb_estimation_epochs < 2 {
+            return bad(
+                "train.gb_estimation_epochs",
+                "at least 2",
+                t.gb_estimation_epochs.to_string(),
+            );
+        }
+        if t.batch_size < 2 {
+            return bad(
+                "train.batch_size",
+                "at least 2 (BatchNorm)",
+                t.batch_size.to_string(),
+            );
+        }
+        if !(t.learning_rate > 0.0 && t.linear_learning_rate > 0.0) {
+            return bad(
+                "train.learning_rate",
+                "positive",
+                t.learning_rate.to_string(),
+            );
+        }
+        if t.lr_decay_every_epochs == 0 || t.distill_lr_decay_every_epochs == 0 {
+            return bad("train.lr_decay_every_epochs", "at least 1", "0".into());
+        }
+        if !(0.0..1.0).contains(&t.dropout) {
+            return bad(
+                "train.dropout",
+                "a probability in [0, 1)",
+                t.dropout.to_string(),
+            );
+        }
+        if !(t.gb_validation_fraction > 0.0 && t.gb_validation_fraction < 1.0) {
+            return bad(
+                "train.gb_validation_fraction",
+                "in (0, 1)",
+                t.gb_validation_fraction.to_string(),
+            );
+        }
+        if self.encoder.base_width == 0 {
+            return bad("encoder.base_width", "at least 1", "0".into());
+        }
+        self.synthetic.validate()?;
+        Ok(())
+    }
+}
+
+/// Deep-merges `patch` into `base` (objects key by key; anything else replaces).
+fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_merge_onto_the_preset() {
+        let cfg = ExperimentConfig::smoke()
+            .with_overrides(&serde_json::json!({"train": {"lambda": 10.0}}))
+            .unwrap();
+        assert_eq!(cfg.train.lambda, 10.0);
+        assert_eq!(cfg.train.epochs, ExperimentConfig::smoke().train.epochs);
+    }
+
+    #[test]
+    fn unknown_keys_and_negative_lambda_are_errors() {
+        let e = ExperimentConfig::smoke()
+            .with_overrides(&serde_json::json!({"train": {"lamda": 1.0}}))
+            .unwrap_err();
+        assert!(e.to_string().contains("lamda"), "{e}");
+        let e = ExperimentConfig::smoke()
+            .with_overrides(&serde_json::json!({"train": {"lambda": -1.0}}))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidConfig {
+                    field: "train.lambda",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = ExperimentConfig::smoke()
+            .with_overrides(&serde_json::json!({"synthetic": {"audio": {"nfft": 3}}}))
+            .unwrap_err();
+        assert!(e.to_string().contains("nfft"), "{e}");
+    }
+
+    #[test]
+    fn presets_are_valid() {
+        for p in [Preset::Default, Preset::Paper, Preset::Smoke] {
+            ExperimentConfig::preset(p).validate().unwrap();
+        }
+        assert!(Preset::parse("fast").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! `cargo xtask reproduce-table2` / `reproduce-table1`: the paper's Tables 1 and 2 (and
+//! Figure 2) end to end, resumable. Only the embedded synthetic dataset is provided so far;
+//! AV-MNIST and VGGSound come with issue 5 (`cargo xtask prepare-avmnist` / `prepare-vggsound`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use candle_core::Device;
+use umt_trainer::report::{check_dataset, table1_with, table2_with};
+use umt_trainer::{ExperimentConfig, Method, Preset, Progress, RunOptions, Runner};
+
+/// Arguments of both reproduce commands.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Dataset: `synthetic` (embedded, generated in memory), `avmnist` or `vggsound` (issue 5:
+    /// not provided yet).
+    #[arg(long, default_value = "synthetic")]
+    dataset: String,
+    /// Data directory of a real dataset (must exist; the synthetic dataset takes none).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Preset: `default` (2-core CPU, ≤ 15 min), `paper` (§4.1 schedule, full-width ResNet18;
+    /// GPU-sized) or `smoke` (about a minute).
+    #[arg(long, default_value = "default")]
+    preset: String,
+    /// JSON file whose fields override the preset (any subset; unknown keys are an error).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of training seeds (0, 1, ..., N-1).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Output folder (results, configs, checkpoints, logs). A rerun resumes from it.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Methods of Table 2, comma-separated paper names or slugs (`naive-fusion,umt`); default
+    /// all nine.
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Device: `cpu`, or `cuda` / `cuda:N` when built with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn device(name: &str) -> anyhow::Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        n if n == "cuda" || n.starts_with("cuda:") => {
+            let ordinal = n
+                .strip_prefix("cuda:")
+                .unwrap_or("0")
+                .parse::<usize>()
+                .context("device ordinal")?;
+            Device::new_cuda(ordinal)
+                .with_context(|| format!("device `{n}` (build with `--features cuda`)"))
+        }
+        other => anyhow::bail!("unknown device `{other}`: expected cpu, cuda or cuda:N"),
+    }
+}
+
+fn setup(args: &Args) -> anyhow::Result<(Runner, Instant)> {
+    let t0 = Instant::now();
+    check_dataset(&args.dataset, args.data_dir.as_deref())?;
+    let mut cfg = ExperimentConfig::preset(Preset::parse(&args.preset)?);
+    if let Some(path) = &args.config {
+        cfg = cfg.with_overrides_file(path)?;
+    }
+    let methods = if args.methods.is_empty() {
+        Method::ALL.to_vec()
+    } else {
+        args.methods
+            .iter()
+            .map(|m| Method::parse(m))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if args.seeds == 0 {
+        anyhow::bail!("--seeds must be at least 1");
+    }
+    umt_trainer::enable_fast_math();
+    let opts = RunOptions {
+        out_dir: args.out.clone(),
+        seeds: (0..args.seeds).collect(),
+        methods,
+        device: device(&args.device)?,
+        progress: Progress::Auto,
+    };
+    Ok((Runner::new(cfg, opts)?, t0))
+}
+
+/// Table 2.
+pub fn run_table2(args: Args) -> anyhow::Result<()> {
+    let (mut runner, t0) = setup(&args)?;
+    let table = table2_with(&mut runner, &args.dataset, t0)?;
+    println!("{}", table.to_markdown());
+    println!(
+        "stages computed: {}, reused: {}; results in {}",
+        runner.stages_run.len(),
+        runner.stages_reused.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Table 1 and Figure 2.
+pub fn run_table1(args: Args) -> anyhow::Result<()> {
+    let (mut runner, t0) = setup(&args)?;
+    let (_, fig) = table1_with(&mut runner, t0)?;
+    let md = std::fs::read_to_string(args.out.join("table1.md")).context("table1.md")?;
+    println!("{md}");
+    println!(
+        "Figure 2 (classes where the audio teacher is best: {:?})",
+        fig.classes
+    );
+    for s in &fig.series {
+        println!("  {:<24} mean {:.2}%", s.name, s.mean);
+    }
+    println!(
+        "stages computed: {}, reused: {}; results in {} (figure2.png, figure2.svg, figure2.json)",
+        runner.stages_run.len(),
+        runner.stages_reused.len(),
+        args.out.display()
+    );
+    Ok(())
+}
