@@ -28,7 +28,12 @@ fn smoke_run_tables_resume_and_schema() {
     umt_trainer::enable_fast_math();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let cfg = ExperimentConfig::preset(Preset::Smoke);
+    // The smoke preset's own data is near chance at this size (docs/results/README.md); quiet
+    // audio makes it learnable, so the "beats chance" check below tests the pipeline.
+    let cfg = ExperimentConfig::preset(Preset::Smoke)
+        .with_overrides(&serde_json::json!({"synthetic": {"audio": {
+            "noise_std": 0.1, "distractor_tones": 0, "tone_amp_min": 1.0}}}))
+        .unwrap();
     let mut runner = Runner::new(cfg.clone(), opts(&out, Method::ALL.to_vec())).unwrap();
     let t2 = table2_with(&mut runner, "synthetic", Instant::now()).unwrap();
     let (t1, fig) = table1_with(&mut runner, Instant::now()).unwrap();
