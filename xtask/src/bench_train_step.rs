@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use umt_nn::conv::{conv2d, Conv2dConfig};
+use umt_nn::optim::{decay_groups, trainable_vars, AdamConfig, AdamW, Optimizer};
 use umt_resnet::{ResNet, ResNetConfig, StemKind};
 
 /// Options of the training-step benchmark.
@@ -173,7 +174,9 @@ fn ours_train_step(
     let dev = Device::Cpu;
     let vars = VarMap::new();
     let model = ResNet::new(config, VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
-    let mut opt = AdamW::new(vars.all_vars(), ParamsAdamW::default())?;
+    // torch.optim.AdamW's defaults (lr 1e-3, weight decay 0.01), biases and norms undecayed.
+    let groups = decay_groups(&trainable_vars(&vars)?, 0.01);
+    let mut opt = AdamW::new(groups, AdamConfig::default())?;
     let x = Tensor::randn(0f32, 1.0, (args.batch, c, h, w), &dev)?; // (B, C, H, W)
     let labels: Vec<u32> = (0..args.batch)
         .map(|i| (i * 7 % args.classes) as u32)

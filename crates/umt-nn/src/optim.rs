@@ -45,6 +45,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+mod host;
+use host::HostBuf;
+
 /// A training optimizer over a fixed set of variables.
 pub trait Optimizer {
     /// Applies one update from `grads`; variables absent from `grads` are skipped.
@@ -263,7 +266,7 @@ pub struct Sgd {
     groups: Vec<ParamGroup>,
     cfg: SgdConfig,
     /// Momentum buffers, `[group][var]`.
-    buffers: Vec<Vec<Option<Tensor>>>,
+    buffers: Vec<Vec<Option<Buffer>>>,
 }
 
 impl Sgd {
@@ -321,21 +324,44 @@ impl Optimizer for Sgd {
                 let Some(mut d) = grad_of(grads, var)? else {
                     continue;
                 };
+                if host::eligible(var) {
+                    let first = buf.is_none();
+                    let mut state = Vec::new();
+                    if momentum != 0.0 {
+                        state.push(match buf.take() {
+                            Some(Buffer::Host(b)) => b,
+                            _ => HostBuf::zeros(var)?,
+                        });
+                    }
+                    let rule = host::Rule::Sgd {
+                        lr,
+                        wd: group.weight_decay,
+                        momentum,
+                        dampening,
+                        nesterov,
+                        first,
+                    };
+                    host::step(var, &d, rule, &mut state)?;
+                    *buf = state.pop().map(Buffer::Host);
+                    continue;
+                }
                 let p = var.as_tensor().detach();
                 if group.weight_decay != 0.0 {
                     d = (d + p.affine(group.weight_decay, 0.0)?)?;
                 }
                 if momentum != 0.0 {
                     let b = match buf.take() {
-                        None => d.clone(),
-                        Some(b) => (b.affine(momentum, 0.0)? + d.affine(1.0 - dampening, 0.0)?)?,
+                        Some(Buffer::Tensor(b)) => {
+                            (b.affine(momentum, 0.0)? + d.affine(1.0 - dampening, 0.0)?)?
+                        }
+                        _ => d.clone(),
                     };
                     d = if nesterov {
                         (d + b.affine(momentum, 0.0)?)?
                     } else {
                         b.clone()
                     };
-                    *buf = Some(b);
+                    *buf = Some(Buffer::Tensor(b));
                 }
                 var.set(&(p - d.affine(lr, 0.0)?)?)?;
             }
@@ -401,6 +427,13 @@ impl Default for AdamConfig {
     }
 }
 
+/// An optimizer state buffer: a tensor (generic path) or host memory (fused CPU path).
+#[derive(Debug, Clone)]
+enum Buffer {
+    Tensor(Tensor),
+    Host(HostBuf),
+}
+
 /// Per-variable Adam state: step count and the two moments.
 #[derive(Debug, Clone)]
 struct Moments {
@@ -409,13 +442,21 @@ struct Moments {
     v: Tensor,
 }
 
+/// Adam state of one variable: tensors on the generic path, `[m, v]` in host memory on the
+/// fused CPU path.
+#[derive(Debug, Clone)]
+enum AdamState {
+    Tensor(Moments),
+    Host { step: i32, mv: [HostBuf; 2] },
+}
+
 /// The shared implementation; `decoupled` selects AdamW's weight decay.
 #[derive(Debug)]
 struct AdamCore {
     groups: Vec<ParamGroup>,
     cfg: AdamConfig,
     decoupled: bool,
-    state: Vec<Vec<Option<Moments>>>,
+    state: Vec<Vec<Option<AdamState>>>,
 }
 
 impl AdamCore {
@@ -455,6 +496,24 @@ impl AdamCore {
                 let Some(mut g) = grad_of(grads, var)? else {
                     continue;
                 };
+                if host::eligible(var) {
+                    let (step, mut mv) = match state.take() {
+                        Some(AdamState::Host { step, mv }) => (step.saturating_add(1), mv),
+                        _ => (1, [HostBuf::zeros(var)?, HostBuf::zeros(var)?]),
+                    };
+                    let rule = host::Rule::Adam {
+                        lr,
+                        wd,
+                        decoupled: self.decoupled,
+                        beta1,
+                        beta2,
+                        eps,
+                        step,
+                    };
+                    host::step(var, &g, rule, &mut mv)?;
+                    *state = Some(AdamState::Host { step, mv });
+                    continue;
+                }
                 let mut p = var.as_tensor().detach();
                 if wd != 0.0 {
                     if self.decoupled {
@@ -464,12 +523,12 @@ impl AdamCore {
                     }
                 }
                 let s = match state.take() {
-                    None => Moments {
+                    None | Some(AdamState::Host { .. }) => Moments {
                         step: 1,
                         m: g.affine(1.0 - beta1, 0.0)?,
                         v: g.sqr()?.affine(1.0 - beta2, 0.0)?,
                     },
-                    Some(s) => Moments {
+                    Some(AdamState::Tensor(s)) => Moments {
                         step: s.step.saturating_add(1),
                         m: (s.m.affine(beta1, 0.0)? + g.affine(1.0 - beta1, 0.0)?)?,
                         v: (s.v.affine(beta2, 0.0)? + g.sqr()?.affine(1.0 - beta2, 0.0)?)?,
@@ -480,7 +539,7 @@ impl AdamCore {
                 let denom = s.v.sqrt()?.affine(1.0 / bc2.sqrt(), eps)?;
                 let update = (&s.m / denom)?.affine(lr / bc1, 0.0)?;
                 var.set(&(p - update)?)?;
-                *state = Some(s);
+                *state = Some(AdamState::Tensor(s));
             }
         }
         Ok(())
