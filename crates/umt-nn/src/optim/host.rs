@@ -248,7 +248,12 @@ fn sgd_chunk<T: Real>(
     buf: &mut [T],
     (lr, wd, momentum, dampening, nesterov, first): (f64, f64, f64, f64, bool, bool),
 ) {
-    let (lr_t, wd_t, mu, keep) = (T::of(lr), T::of(wd), T::of(momentum), T::of(1.0 - dampening));
+    let (lr_t, wd_t, mu, keep) = (
+        T::of(lr),
+        T::of(wd),
+        T::of(momentum),
+        T::of(1.0 - dampening),
+    );
     for i in 0..p.len() {
         let mut d = g[i];
         if wd != 0.0 {
