@@ -214,7 +214,8 @@ fn apply<T: Real>(rule: Rule, p: &mut [T], g: &[T], mut views: Vec<&mut [T]>) ->
         .zip(pieces(a, chunks))
         .zip(pieces(b, chunks))
         .collect();
-    let run = |(((p, g), a), b): (((&mut [T], &[T]), &mut [T]), &mut [T])| match rule {
+    type Task<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
+    let run = |(((p, g), a), b): Task<'_, T>| match rule {
         Rule::Sgd {
             lr,
             wd,
