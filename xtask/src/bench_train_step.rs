@@ -52,6 +52,10 @@ pub struct Args {
     /// Skip PyTorch.
     #[arg(long)]
     no_torch: bool,
+    /// Device: `cpu`, `cuda` or `cuda:N` (PyTorch runs on the same device); default the first
+    /// GPU of a `cuda` build, else CPU.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 /// Parses `CxHxW`.
@@ -106,8 +110,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (c, h, w) = parse_shape(&args.shape)?;
     let small = small_stem(&args.stem)?;
     let (base, layout) = layers(&args.arch)?;
+    let dev = crate::device::parse(args.device.as_deref())?;
     println!(
-        "machine: {} rayon threads, {} | {} {}x{}x{} batch {} width {} stem {}",
+        "machine: {} | {} rayon threads, {} | {} {}x{}x{} batch {} width {} stem {}",
+        crate::device::describe(&dev),
         rayon::current_num_threads(),
         std::env::consts::ARCH,
         args.arch,
@@ -119,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.stem
     );
     if args.conv_layers {
-        return conv_layers(&args, (c, h, w), small);
+        return conv_layers(&args, (c, h, w), small, &dev);
     }
     let config = ResNetConfig {
         in_channels: c,
@@ -132,7 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         StemKind::Torchvision
     })
     .with_num_classes(Some(args.classes));
-    let ours = ours_train_step(&args, &config, (c, h, w))?;
+    let ours = ours_train_step(&args, &config, (c, h, w), &dev)?;
     println!(
         "ours:    {:8.1} ms/step (forward {:.1}, backward {:.1}, optimizer {:.1}), peak RSS {}",
         ours.step_ms,
@@ -144,7 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.no_torch {
         return Ok(());
     }
-    let script = torch_train_script(&args, (c, h, w), layout, small);
+    let script = torch_train_script(&args, (c, h, w), layout, small, &dev);
     match run_python(&script)? {
         None => println!("pytorch: not measured (cannot import torch with $UMT_PYTHON)"),
         Some(out) => {
@@ -170,18 +176,18 @@ fn ours_train_step(
     args: &Args,
     config: &ResNetConfig,
     (c, h, w): (usize, usize, usize),
+    dev: &Device,
 ) -> anyhow::Result<StepTimes> {
-    let dev = Device::Cpu;
     let vars = VarMap::new();
-    let model = ResNet::new(config, VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
+    let model = ResNet::new(config, VarBuilder::from_varmap(&vars, DType::F32, dev))?;
     // torch.optim.AdamW's defaults (lr 1e-3, weight decay 0.01), biases and norms undecayed.
     let groups = decay_groups(&trainable_vars(&vars)?, 0.01);
     let mut opt = AdamW::new(groups, AdamConfig::default())?;
-    let x = Tensor::randn(0f32, 1.0, (args.batch, c, h, w), &dev)?; // (B, C, H, W)
+    let x = Tensor::randn(0f32, 1.0, (args.batch, c, h, w), dev)?; // (B, C, H, W)
     let labels: Vec<u32> = (0..args.batch)
         .map(|i| (i * 7 % args.classes) as u32)
         .collect();
-    let labels = Tensor::new(labels, &dev)?; // (B,)
+    let labels = Tensor::new(labels, dev)?; // (B,)
     let (mut fw, mut bw, mut op, mut total) = (vec![], vec![], vec![], vec![]);
     for i in 0..args.warmup + args.steps {
         let t0 = Instant::now();
@@ -191,8 +197,10 @@ fn ours_train_step(
         loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let grads = loss.backward()?;
+        dev.synchronize()?; // GPU work is asynchronous: time it to completion
         let t2 = Instant::now();
         opt.step(&grads)?;
+        dev.synchronize()?;
         let t3 = Instant::now();
         if i >= args.warmup {
             let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
@@ -259,8 +267,12 @@ fn report_python(out: &str) -> anyhow::Result<f64> {
 const TORCH_PRELUDE: &str = r#"
 import statistics, time, torch, torch.nn as nn, torchvision
 from torchvision.models.resnet import BasicBlock, ResNet
-torch.set_num_threads(2)
+torch.set_num_threads({threads})
 torch.set_flush_denormal(True)
+dev = torch.device("{device}")
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 torch.manual_seed(0)
 
 class Net(ResNet):
@@ -285,27 +297,31 @@ fn torch_train_script(
     (c, h, w): (usize, usize, usize),
     layout: [usize; 4],
     small: bool,
+    dev: &Device,
 ) -> String {
     format!(
-        r#"{TORCH_PRELUDE}
-model = Net({layout:?}, {width}, {c}, {classes}, {small}).train()
+        r#"{prelude}
+model = Net({layout:?}, {width}, {c}, {classes}, {small}).train().to(dev)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-x = torch.randn({b}, {c}, {h}, {w})
-y = torch.arange({b}) * 7 % {classes}
+x = torch.randn({b}, {c}, {h}, {w}, device=dev)
+y = (torch.arange({b}) * 7 % {classes}).to(dev)
 loss_fn = nn.CrossEntropyLoss()
 fw, total = [], []
 for i in range({warmup} + {steps}):
     t0 = time.perf_counter()
     loss = loss_fn(model(x), y)
+    loss.item()
     t1 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    sync()
     t2 = time.perf_counter()
     if i >= {warmup}:
         fw.append((t1 - t0) * 1e3); total.append((t2 - t0) * 1e3)
 rss = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024  # ru_maxrss survives exec
-print(f"pytorch: {{statistics.median(total):8.1f}} ms/step (forward {{statistics.median(fw):.1f}}), peak RSS {{rss:.0f}} MiB, torch {{torch.__version__}}")
+gpu = f", peak GPU memory {{torch.cuda.max_memory_allocated() / 2**20:.0f}} MiB on {{torch.cuda.get_device_name()}}" if dev.type == "cuda" else ""
+print(f"pytorch: {{statistics.median(total):8.1f}} ms/step (forward {{statistics.median(fw):.1f}}), peak RSS {{rss:.0f}} MiB{{gpu}}, torch {{torch.__version__}}")
 "#,
         width = args.width,
         classes = args.classes,
@@ -313,7 +329,19 @@ print(f"pytorch: {{statistics.median(total):8.1f}} ms/step (forward {{statistics
         b = args.batch,
         warmup = args.warmup,
         steps = args.steps,
+        prelude = torch_prelude(dev),
     )
+}
+
+/// [`TORCH_PRELUDE`] for `dev`, with as many threads as rayon uses.
+fn torch_prelude(dev: &Device) -> String {
+    let device = match crate::device::describe(dev) {
+        d if d.starts_with("cuda") => d,
+        _ => "cpu".to_string(),
+    };
+    TORCH_PRELUDE
+        .replace("{threads}", &rayon::current_num_threads().to_string())
+        .replace("{device}", &device)
 }
 
 /// One convolution of the model: `(C_in, C_out, k, stride, padding, H, W)` at its input.
@@ -358,6 +386,7 @@ fn time_conv(
         };
         let grads = y.sqr()?.sum_all()?.backward()?;
         grads.get(x).context("no input gradient")?;
+        x.device().synchronize()?;
         if i > 0 {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
@@ -365,8 +394,12 @@ fn time_conv(
     Ok(median(&mut times))
 }
 
-fn conv_layers(args: &Args, shape: (usize, usize, usize), small: bool) -> anyhow::Result<()> {
-    let dev = Device::Cpu;
+fn conv_layers(
+    args: &Args,
+    shape: (usize, usize, usize),
+    small: bool,
+    dev: &Device,
+) -> anyhow::Result<()> {
     let convs = model_convs(shape, args.width, small);
     let reps = args.steps.max(1);
     let mut ours_rows = vec![];
@@ -375,8 +408,8 @@ fn conv_layers(args: &Args, shape: (usize, usize, usize), small: bool) -> anyhow
         "conv (B, Cin→Cout, k/s, HxW)", "ours ms", "candle ms", "speed-up"
     );
     for &(ci, co, k, s, p, h, w) in &convs {
-        let x = Var::randn(0f32, 1.0, (args.batch, ci, h, w), &dev)?; // (B, C_in, H, W)
-        let wt = Var::randn(0f32, 0.1, (co, ci, k, k), &dev)?; // (C_out, C_in, k, k)
+        let x = Var::randn(0f32, 1.0, (args.batch, ci, h, w), dev)?; // (B, C_in, H, W)
+        let wt = Var::randn(0f32, 0.1, (co, ci, k, k), dev)?; // (C_out, C_in, k, k)
         let cfg = Conv2dConfig {
             padding: p,
             stride: s,
@@ -397,18 +430,20 @@ fn conv_layers(args: &Args, shape: (usize, usize, usize), small: bool) -> anyhow
         return Ok(());
     }
     let script = format!(
-        r#"{TORCH_PRELUDE}
+        r#"{prelude}
 for (ci, co, k, s, p, h, w) in {convs:?}:
-    conv = nn.Conv2d(ci, co, k, s, p, bias=False)
-    x = torch.randn({b}, ci, h, w, requires_grad=True)
+    conv = nn.Conv2d(ci, co, k, s, p, bias=False).to(dev)
+    x = torch.randn({b}, ci, h, w, requires_grad=True, device=dev)
     ts = []
     for i in range({reps} + 1):
         t0 = time.perf_counter()
         conv(x).square().sum().backward()
+        sync()
         if i > 0: ts.append((time.perf_counter() - t0) * 1e3)
     print(f"torch-conv {{statistics.median(ts):.2f}}")
 "#,
         b = args.batch,
+        prelude = torch_prelude(dev),
     );
     match run_python(&script)? {
         None => println!("pytorch: not measured (cannot import torch with $UMT_PYTHON)"),

@@ -4,7 +4,9 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod build_cuda;
 mod ci;
+mod device;
 mod io;
 mod pull_teachers;
 mod reproduce;
@@ -40,6 +42,9 @@ enum Command {
     Bench(bench::Args),
     /// The one check: fmt, clippy -D warnings, tests, docs (cheapest first).
     Ci(ci::Args),
+    /// Build the CUDA runner and device tests on a machine without a GPU (installs the CUDA
+    /// compiler from PyPI wheels into target/); binaries land in target/cuda/dist/.
+    BuildCuda(build_cuda::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Command::PullTeachers(args) => pull_teachers::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Ci(args) => ci::run(args),
+        Command::BuildCuda(args) => build_cuda::run_build(args),
     }
 }

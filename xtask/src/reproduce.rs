@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::Device;
 use umt_trainer::report::{check_dataset, table1_with, table2_with};
 use umt_trainer::{ExperimentConfig, Method, Preset, Progress, RunOptions, Runner};
 
@@ -37,25 +36,10 @@ pub struct Args {
     /// all nine.
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
-    /// Device: `cpu`, or `cuda` / `cuda:N` when built with `--features cuda`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-}
-
-fn device(name: &str) -> anyhow::Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        n if n == "cuda" || n.starts_with("cuda:") => {
-            let ordinal = n
-                .strip_prefix("cuda:")
-                .unwrap_or("0")
-                .parse::<usize>()
-                .context("device ordinal")?;
-            Device::new_cuda(ordinal)
-                .with_context(|| format!("device `{n}` (build with `--features cuda`)"))
-        }
-        other => anyhow::bail!("unknown device `{other}`: expected cpu, cuda or cuda:N"),
-    }
+    /// Device: `cpu`, `cuda` or `cuda:N` (a `cuda` build: `cargo xtask build-cuda`). Default:
+    /// the first GPU where the build has CUDA and one is present, else the CPU.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 fn setup(args: &Args) -> anyhow::Result<(Runner, Instant)> {
@@ -81,7 +65,7 @@ fn setup(args: &Args) -> anyhow::Result<(Runner, Instant)> {
         out_dir: args.out.clone(),
         seeds: (0..args.seeds).collect(),
         methods,
-        device: device(&args.device)?,
+        device: crate::device::parse(args.device.as_deref())?,
         progress: Progress::Auto,
     };
     Ok((Runner::new(cfg, opts)?, t0))

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use umt_resnet::{load_resnet, ResNetConfig, StemKind};
 
 /// Arguments of `cargo xtask run-encoder`.
@@ -49,6 +49,9 @@ pub struct Args {
     /// Also write every stage's feature map: `stem` (before the max pool), `layer1`..`layer4`.
     #[arg(long)]
     stages: bool,
+    /// Device: `cpu`, `cuda` or `cuda:N`; default the first GPU of a `cuda` build, else CPU.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -73,7 +76,7 @@ enum Stem {
 
 /// Runs the encoder (see the module docs).
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = Device::Cpu;
+    let device = crate::device::parse(args.device.as_deref())?;
     let preset = match args.arch {
         Arch::Resnet18 => ResNetConfig::resnet18,
         Arch::Resnet34 => ResNetConfig::resnet34,

@@ -11,9 +11,13 @@
 //! there; ties go to the first maximum in row-major order and NaN counts as the maximum, as in
 //! PyTorch.
 //!
-//! Devices: CPU only for now. On a CUDA tensor the ops return candle's "no cuda implementation"
-//! error (candle's default `CustomOp1::cuda_fwd`); other dtypes return an error naming the op and
-//! the dtype.
+//! Devices: the custom CPU kernels run for CPU f32/f64 tensors. Every other device and dtype
+//! (CUDA, f16, bf16) takes a device-generic path made of candle's own differentiable ops, with
+//! the same forward and correct gradients: the average pools are two small matrix products
+//! (`P_h · x · P_wᵀ`, the pooling matrices built on the host), the max pool is a separable
+//! maximum over strided slices of the −∞-padded input. That path splits the gradient between
+//! tied maxima (candle's `maximum` backward) where PyTorch gives it to the first one; after a
+//! ReLU, ties are almost only zeros, whose gradient the ReLU discards anyway.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -28,7 +32,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType,
+    bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
 
@@ -304,11 +308,109 @@ impl CustomOp2 for MaxPool {
 ///
 /// `x (B, C, H, W)` → `(B, C, Ho, Wo)` with `Ho = (H + 2p − k)/s + 1` (floor, `ceil_mode =
 /// false`); padding acts as −∞. Requires `2·padding ≤ kernel` (as PyTorch). The gradient goes to
-/// the first maximum of each window (summed where windows overlap). CPU f32/f64 only.
+/// the first maximum of each window (summed where windows overlap). Any device and float dtype
+/// (see the module docs).
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let (_, _, h, w) = dims4("max_pool2d", x.shape())?;
     let win = Windows::fixed("max_pool2d", h, w, kernel, stride, padding)?;
+    if !has_cpu_kernel(x) {
+        return generic_max_pool2d(x, &win, kernel, stride, padding);
+    }
     x.contiguous()?.apply_op1(MaxPool { win })
+}
+
+/// Whether `x` runs on the custom CPU kernels (CPU f32/f64) rather than the generic path.
+pub(crate) fn has_cpu_kernel(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// Along `dim`: the `n` elements `start, start + stride, …` of `x` (a strided slice built from
+/// `narrow` and `reshape`, all differentiable). `x` must hold `start + n·stride` elements there.
+fn strided_slice(x: &Tensor, dim: usize, start: usize, n: usize, stride: usize) -> Result<Tensor> {
+    let part = x.narrow(dim, start, n * stride)?;
+    if stride == 1 {
+        return Ok(part);
+    }
+    let mut dims = part.dims().to_vec();
+    dims[dim] = n;
+    dims.insert(dim + 1, stride);
+    part.reshape(dims)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+}
+
+/// The max pool from candle ops: pad with −∞, take the maximum of the `k` strided row slices,
+/// then of the `k` strided column slices of that (max is separable).
+fn generic_max_pool2d(
+    x: &Tensor,
+    win: &Windows,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let (ho, wo) = (win.rows.len(), win.cols.len());
+    // Pad by `padding` before and enough after that every slice `k0 + [0, ho·stride)` fits.
+    let pad_axis = |x: &Tensor, dim: usize, len: usize, out: usize| -> Result<Tensor> {
+        let after = (kernel - 1 + out * stride).saturating_sub(len + padding);
+        let mut dims = x.dims().to_vec();
+        let mut parts = Vec::with_capacity(3);
+        if padding > 0 {
+            dims[dim] = padding;
+            parts.push(
+                Tensor::full(f32::NEG_INFINITY, dims.clone(), x.device())?.to_dtype(x.dtype())?,
+            );
+        }
+        parts.push(x.clone());
+        if after > 0 {
+            dims[dim] = after;
+            parts.push(Tensor::full(f32::NEG_INFINITY, dims, x.device())?.to_dtype(x.dtype())?);
+        }
+        Tensor::cat(&parts, dim)
+    };
+    let reduce = |x: &Tensor, dim: usize, out: usize| -> Result<Tensor> {
+        let mut acc = strided_slice(x, dim, 0, out, stride)?;
+        for k0 in 1..kernel {
+            acc = acc.maximum(&strided_slice(x, dim, k0, out, stride)?)?;
+        }
+        Ok(acc)
+    };
+    let rows = reduce(&pad_axis(x, 2, win.h, ho)?, 2, ho)?; // (B, C, Ho, W)
+    reduce(&pad_axis(&rows, 3, win.w, wo)?, 3, wo) // (B, C, Ho, Wo)
+}
+
+/// A row-major matrix on the host: `(values, rows, cols)`.
+pub(crate) type HostMatrix = (Vec<f64>, usize, usize);
+
+/// `left (oh, h) · x (B, C, h, w) · right (ow, w)ᵀ → (B, C, oh, ow)`, with the two matrices given
+/// row-major on the host and built in `x`'s dtype on `x`'s device: any linear separable resampling
+/// (average pools, resizes) on any device, differentiable through candle's matmul.
+pub(crate) fn separable_matmul(x: &Tensor, left: HostMatrix, right: HostMatrix) -> Result<Tensor> {
+    let (l, oh, h) = left;
+    let (r, ow, w) = right;
+    let l = Tensor::from_vec(l, (oh, h), x.device())?.to_dtype(x.dtype())?;
+    let rt = Tensor::from_vec(r, (ow, w), x.device())?
+        .to_dtype(x.dtype())?
+        .t()?
+        .contiguous()?; // (w, ow)
+    let y = x.contiguous()?.broadcast_matmul(&rt)?; // (B, C, h, ow)
+    l.broadcast_matmul(&y) // (B, C, oh, ow)
+}
+
+impl Windows {
+    /// The pooling matrices of an average pool: row `i` of the height matrix holds `1/d_i` over
+    /// the window's rows (`d_i = k` for fixed pools, the window length for adaptive bins), and
+    /// likewise for the width: their product divides each window by `k²` or by its area.
+    fn matrices(&self, fixed_kernel: Option<usize>) -> (HostMatrix, HostMatrix) {
+        let axis = |spans: &[Span], len: usize| {
+            let mut m = vec![0f64; spans.len() * len];
+            for (i, &(a, b)) in spans.iter().enumerate() {
+                let d = fixed_kernel.unwrap_or(b - a) as f64;
+                for v in &mut m[i * len + a..i * len + b] {
+                    *v = 1.0 / d;
+                }
+            }
+            (m, spans.len(), len)
+        };
+        (axis(&self.rows, self.h), axis(&self.cols, self.w))
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -416,10 +518,14 @@ impl CustomOp1 for AvgPool {
 /// `k²`, padding counts as zeros).
 ///
 /// `x (B, C, H, W)` → `(B, C, Ho, Wo)`, `Ho = (H + 2p − k)/s + 1`. Requires `2·padding ≤
-/// kernel`. CPU f32/f64 only.
+/// kernel`. Any device and float dtype.
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let (_, _, h, w) = dims4("avg_pool2d", x.shape())?;
     let win = Windows::fixed("avg_pool2d", h, w, kernel, stride, padding)?;
+    if !has_cpu_kernel(x) {
+        let (left, right) = win.matrices(Some(kernel));
+        return separable_matmul(x, left, right);
+    }
     x.contiguous()?.apply_op1(AvgPool {
         win,
         divisor: Some(kernel * kernel),
@@ -431,7 +537,8 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 /// averages input rows `⌊i·H/o⌋ .. ⌈(i+1)·H/o⌉` (bins may overlap when `o` does not divide `H`).
 ///
 /// `x (B, C, H, W)` → `(B, C, oh, ow)`. The global case `(1, 1)` is a plain mean over H and W
-/// (candle's own differentiable ops, any device and float dtype); other sizes run on CPU f32/f64.
+/// (candle's own differentiable ops); other sizes use the CPU kernel or, on other devices and
+/// dtypes, two pooling-matrix products.
 pub fn adaptive_avg_pool2d(x: &Tensor, output: (usize, usize)) -> Result<Tensor> {
     let (_, _, h, w) = dims4("adaptive_avg_pool2d", x.shape())?;
     if output == (1, 1) && h > 0 && w > 0 {
@@ -441,6 +548,10 @@ pub fn adaptive_avg_pool2d(x: &Tensor, output: (usize, usize)) -> Result<Tensor>
         return Ok(x.clone());
     }
     let win = Windows::adaptive("adaptive_avg_pool2d", h, w, output.0, output.1)?;
+    if !has_cpu_kernel(x) {
+        let (left, right) = win.matrices(None);
+        return separable_matmul(x, left, right);
+    }
     x.contiguous()?.apply_op1(AvgPool {
         win,
         divisor: None,
@@ -451,7 +562,66 @@ pub fn adaptive_avg_pool2d(x: &Tensor, output: (usize, usize)) -> Result<Tensor>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{Device, Var};
     use proptest::prelude::*;
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f64>())
+            .unwrap_or(f64::INFINITY)
+    }
+
+    /// Forward and gradient of `f` at a tie-free input, against the CPU kernel `g`.
+    fn compare(
+        shape: (usize, usize, usize, usize),
+        seed: usize,
+        kernel_path: impl Fn(&Tensor) -> Result<Tensor>,
+        generic_path: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(f64, f64)> {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        // A permutation of distinct values: no tied maxima.
+        let data: Vec<f64> = (0..n)
+            .map(|i| ((i * 7919 + seed * 31) % n) as f64 / n as f64)
+            .collect();
+        let x = Var::from_vec(data, shape, &Device::Cpu)?;
+        let a = kernel_path(&x)?;
+        let b = generic_path(&x)?;
+        let weights = Tensor::arange(0f64, a.elem_count() as f64, &Device::Cpu)?
+            .reshape(a.shape())?
+            .sin()?;
+        let ga = (&a * &weights)?.sum_all()?.backward()?;
+        let gb = (&b * &weights)?.sum_all()?.backward()?;
+        let grad = match (ga.get(&x), gb.get(&x)) {
+            (Some(p), Some(q)) => max_abs_diff(p, q),
+            _ => f64::INFINITY,
+        };
+        Ok((max_abs_diff(&a, &b), grad))
+    }
+
+    proptest! {
+        /// The device-generic paths (candle ops; run here on CPU f64) equal the CPU kernels,
+        /// forward and gradient, for every valid pool geometry.
+        #[test]
+        fn generic_paths_match_kernels(h in 1usize..12, w in 1usize..12, k in 1usize..5,
+                                       s in 1usize..4, p in 0usize..3, seed in 0usize..100) {
+            prop_assume!(2 * p <= k && h + 2 * p >= k && w + 2 * p >= k);
+            let shape = (2, 3, h, w);
+            let win = Windows::fixed("t", h, w, k, s, p).unwrap();
+            let (f, g) = compare(shape, seed, |x| max_pool2d(x, k, s, p),
+                |x| generic_max_pool2d(x, &win, k, s, p)).unwrap();
+            prop_assert!(f < 1e-12 && g < 1e-12, "max pool: forward {f}, gradient {g}");
+            let (left, right) = win.matrices(Some(k));
+            let (f, g) = compare(shape, seed, |x| avg_pool2d(x, k, s, p),
+                |x| separable_matmul(x, left.clone(), right.clone())).unwrap();
+            prop_assert!(f < 1e-12 && g < 1e-12, "avg pool: forward {f}, gradient {g}");
+            let (oh, ow) = (1 + seed % 5, 1 + seed % 3);
+            let ad = Windows::adaptive("t", h, w, oh, ow).unwrap();
+            let (left, right) = ad.matrices(None);
+            let (f, g) = compare(shape, seed, |x| adaptive_avg_pool2d(x, (oh, ow)),
+                |x| separable_matmul(x, left.clone(), right.clone())).unwrap();
+            prop_assert!(f < 1e-12 && g < 1e-12, "adaptive pool: forward {f}, gradient {g}");
+        }
+    }
 
     proptest! {
         /// Fixed windows: count matches PyTorch's formula, every window is non-empty and inside

@@ -13,8 +13,9 @@
 //!   `min(⌊src⌋ + 1, in − 1)` are blended linearly, separably in H and W. Downsampling works
 //!   too (no antialiasing, as PyTorch's default).
 //!
-//! Devices: CPU f32/f64. On a CUDA tensor the ops return candle's "no cuda implementation"
-//! error (candle's default `CustomOp1::cuda_fwd`); other dtypes return an error naming the op.
+//! Devices: the custom kernels run for CPU f32/f64 tensors. Every other device and dtype (CUDA,
+//! f16, bf16) uses two interpolation-matrix products (`R_h · x · R_wᵀ`, the matrices built on the
+//! host from the same taps), with the same forward and exact gradients through candle's matmul.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -31,7 +32,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::pool::{dims4, run1, Kernel1};
+use crate::pool::{dims4, has_cpu_kernel, run1, separable_matmul, Kernel1};
 
 /// One output index's two source taps along an axis: `(i0, i1, w0, w1)`.
 type Taps = (usize, usize, f64, f64);
@@ -194,6 +195,21 @@ impl CustomOp1 for Resample {
     }
 }
 
+/// The device-generic resampling: `x (B, C, H, W)` times the interpolation matrices built from
+/// the taps → `(B, C, rows.len(), cols.len())`.
+fn resample_matmul(x: &Tensor, rows: Vec<Taps>, cols: Vec<Taps>) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let matrix = |t: Vec<Taps>, input: usize| {
+        let mut m = vec![0f64; t.len() * input];
+        for (d, &(i0, i1, w0, w1)) in t.iter().enumerate() {
+            m[d * input + i0] += w0;
+            m[d * input + i1] += w1;
+        }
+        (m, t.len(), input)
+    };
+    separable_matmul(x, matrix(rows, h), matrix(cols, w))
+}
+
 /// Builds and applies a forward [`Resample`] on `x (B, C, H, W)`.
 fn resample(
     name: &'static str,
@@ -205,6 +221,9 @@ fn resample(
     let (_, _, h, w) = dims4(name, x.shape())?;
     if h == 0 || w == 0 || out.0 == 0 || out.1 == 0 {
         bail!("{name}: input ({h}, {w}) and output {out:?} sizes must be positive");
+    }
+    if !has_cpu_kernel(x) {
+        return resample_matmul(x, taps(h, out.0), taps(w, out.1));
     }
     x.contiguous()?.apply_op1(Resample {
         name,
@@ -221,7 +240,7 @@ fn resample(
 ///
 /// `x (B, C, H, W)` → `(B, C, out_h, out_w)`; output pixel `d` copies input
 /// `min(⌊d·in/out⌋, in − 1)` on each axis. The backward adds each output gradient into its
-/// source pixel. CPU f32/f64 only.
+/// source pixel. Any device and float dtype.
 pub fn upsample_nearest2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
     resample("upsample_nearest2d", x, (out_h, out_w), nearest_taps, true)
 }
@@ -230,7 +249,7 @@ pub fn upsample_nearest2d(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tens
 /// align_corners=align_corners)` (see the module docs for both conventions).
 ///
 /// `x (B, C, H, W)` → `(B, C, out_h, out_w)`. Differentiable (candle's own bilinear is not).
-/// CPU f32/f64 only.
+/// Any device and float dtype.
 pub fn upsample_bilinear2d(
     x: &Tensor,
     out_h: usize,
@@ -244,7 +263,46 @@ pub fn upsample_bilinear2d(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
     use proptest::prelude::*;
+
+    /// The device-generic path (run here on CPU f64) equals the CPU kernel, forward and gradient.
+    #[test]
+    fn generic_path_matches_kernel() -> Result<()> {
+        for &(h, w, oh, ow) in &[(5, 7, 10, 14), (6, 4, 3, 9), (1, 3, 4, 1), (7, 7, 7, 7)] {
+            for mode in 0..3 {
+                let n = 2 * 3 * h * w;
+                let data: Vec<f64> = (0..n).map(|i| ((i * 37 % 101) as f64).sin()).collect();
+                let x = candle_core::Var::from_vec(data, (2, 3, h, w), &Device::Cpu)?;
+                let (rows, cols) = match mode {
+                    0 => (nearest_taps(h, oh), nearest_taps(w, ow)),
+                    m => (linear_taps(h, oh, m == 1), linear_taps(w, ow, m == 1)),
+                };
+                let kernel = match mode {
+                    0 => upsample_nearest2d(&x, oh, ow)?,
+                    m => upsample_bilinear2d(&x, oh, ow, m == 1)?,
+                };
+                let generic = resample_matmul(&x, rows, cols)?;
+                let weights = Tensor::arange(0f64, (2 * 3 * oh * ow) as f64, &Device::Cpu)?
+                    .reshape((2, 3, oh, ow))?
+                    .cos()?;
+                let gk = (kernel.clone() * &weights)?.sum_all()?.backward()?;
+                let gg = (generic.clone() * &weights)?.sum_all()?.backward()?;
+                let diff = |a: &Tensor, b: &Tensor| -> Result<f64> {
+                    (a - b)?.abs()?.max_all()?.to_scalar::<f64>()
+                };
+                assert!(
+                    diff(&kernel, &generic)? < 1e-12,
+                    "forward, mode {mode}, {h}x{w}"
+                );
+                let (Some(a), Some(b)) = (gk.get(&x), gg.get(&x)) else {
+                    panic!("missing gradient")
+                };
+                assert!(diff(a, b)? < 1e-12, "gradient, mode {mode}, {h}x{w}");
+            }
+        }
+        Ok(())
+    }
 
     proptest! {
         /// Taps stay inside the input, weights are a convex pair, and the nearest index is the

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The one prepared GPU check (issue #9). Run on a GPU machine with the binaries that
+# `cargo xtask build-cuda` left in target/cuda/dist/ (no Rust toolchain needed there):
+#
+#   scripts/gpu-check.sh [DIST] [RESULTS]        # defaults: target/cuda/dist gpu-check.txt
+#
+# It prints the GPU, runs the device-parity tests (CUDA against CPU), the smoke preset of
+# Table 2 on the GPU, and the training-step benchmark on the GPU (ours and, where python3 can
+# import torch, PyTorch on the same GPU in the same run, with the ratio). Everything goes to
+# RESULTS as well as to the terminal. Budget: about 8 minutes on an H100/H200.
+#
+# Runtime libraries: the binaries need the driver's libcuda.so.1 (system path) and the CUDA 13
+# runtime libraries (cudart, cublas, cublasLt, curand, nvrtc, cudnn 9). Where they are not on
+# the system path, they are taken from PyTorch's wheels: every site-packages/nvidia/*/lib folder
+# of `python3` is added to LD_LIBRARY_PATH.
+set -uo pipefail
+DIST=${1:-target/cuda/dist}
+RESULTS=${2:-gpu-check.txt}
+PYTHON=${UMT_PYTHON:-python3}
+: >"$RESULTS"
+log() { echo "$@" | tee -a "$RESULTS"; }
+step() { # step TITLE TIMEOUT_S CMD...
+  local title=$1 limit=$2; shift 2
+  log ""; log "## $title"; log "\$ $*"
+  local t0=$SECONDS
+  timeout "$limit" "$@" 2>&1 | tee -a "$RESULTS"
+  local rc=${PIPESTATUS[0]}
+  log "-> exit $rc after $((SECONDS - t0)) s"
+}
+
+for exe in umt cuda-tests-umt-nn cuda-tests-umt; do
+  [ -x "$DIST/$exe" ] || { echo "missing $DIST/$exe: run cargo xtask build-cuda first" >&2; exit 2; }
+done
+SITE=$("$PYTHON" -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null || true)
+if [ -n "$SITE" ] && [ -d "$SITE/nvidia" ]; then
+  for d in "$SITE"/nvidia/*/lib; do LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; done
+  export LD_LIBRARY_PATH
+fi
+
+log "# umt GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
+log "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$RESULTS"
+log "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+missing=$(ldd "$DIST/umt" | grep 'not found' || true)
+[ -n "$missing" ] && log "unresolved libraries: $missing"
+
+step "device parity: umt-nn ops (CUDA vs CPU)" 120 "$DIST/cuda-tests-umt-nn" --test-threads 1 --nocapture
+step "device parity: ResNet training step (CUDA vs CPU)" 120 "$DIST/cuda-tests-umt" --test-threads 1 --nocapture
+step "reproduce-table2 --preset smoke on the GPU" 240 \
+  "$DIST/umt" reproduce-table2 --preset smoke --device cuda --out /tmp/umt-gpu-smoke --seeds 1
+step "bench train-step, ResNet18 3x64x64 batch 16 width 64" 90 \
+  "$DIST/umt" bench train-step --device cuda --steps 20 --warmup 3
+step "bench train-step, the paper's audio shape 1x513x313 batch 4" 90 \
+  "$DIST/umt" bench train-step --device cuda --shape 1x513x313 --batch 4 --steps 20 --warmup 3
+step "bench train-step, ResNet18 3x224x224 batch 32 (VGGSound video frames)" 90 \
+  "$DIST/umt" bench train-step --device cuda --shape 3x224x224 --batch 32 --steps 10 --warmup 3
+log ""
+log "results written to $RESULTS"
