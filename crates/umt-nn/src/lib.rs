@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod error;
 pub mod gradcheck;
+pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod schedule;

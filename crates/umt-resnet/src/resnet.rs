@@ -12,6 +12,7 @@ use candle_core::{DType, Module, ModuleT, Tensor, D};
 use candle_nn::{BatchNorm, BatchNormConfig, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 use umt_nn::conv::{Conv2d, Conv2dParams};
+use umt_nn::norm;
 
 use crate::{Error, Result};
 
@@ -329,7 +330,7 @@ impl Downsample {
 impl ModuleT for Downsample {
     /// `(B, C_in, H, W)` → `(B, C_out, ⌈H/s⌉, ⌈W/s⌉)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        norm::batch_norm(&self.bn, &self.conv.forward(x)?, train)
     }
 }
 
@@ -417,9 +418,9 @@ impl ModuleT for BasicBlock {
     /// `(B, C_in, H, W)` → `(B, C_out, ⌈H/s⌉, ⌈W/s⌉)`.
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = self.conv1.forward(x)?; // (B, C_out, H/s, W/s)
-        let y = self.bn1.forward_t(&y, train)?.relu()?;
+        let y = norm::batch_norm_relu(&self.bn1, &y, train)?;
         let y = self.conv2.forward(&y)?;
-        let y = self.bn2.forward_t(&y, train)?;
+        let y = norm::batch_norm(&self.bn2, &y, train)?;
         add_shortcut(&y, x, self.downsample.as_ref(), train)
     }
 }
@@ -513,10 +514,10 @@ impl ModuleT for NonBottleneck1D {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let y = self.conv3x1_1.forward(x)?.relu()?; // (B, C_out, H/s, W)
         let y = self.conv1x3_1.forward(&y)?; // (B, C_out, H/s, W/s)
-        let y = self.bn1.forward_t(&y, train)?.relu()?;
+        let y = norm::batch_norm_relu(&self.bn1, &y, train)?;
         let y = self.conv3x1_2.forward(&y)?.relu()?;
         let y = self.conv1x3_2.forward(&y)?;
-        let y = self.bn2.forward_t(&y, train)?;
+        let y = norm::batch_norm(&self.bn2, &y, train)?;
         add_shortcut(&y, x, self.downsample.as_ref(), train)
     }
 }
@@ -747,7 +748,7 @@ impl ResNet {
     pub fn forward_stem(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
         let y = self.conv1.forward(x)?; // (B, w, H/2, W/2)
-        Ok(self.bn1.forward_t(&y, train)?.relu()?)
+        Ok(norm::batch_norm_relu(&self.bn1, &y, train)?)
     }
 
     /// What follows [`ResNet::forward_stem`] before `layer1`: the 3×3/s2/p1 max pool
