@@ -112,29 +112,40 @@ fn valid_range(j: usize, g: &Geometry) -> (usize, usize) {
 /// `x (C_in, H, W)` → `cols (C_in·kH·kW, OH·OW)`.
 fn im2col<T: Element>(x: &[T], cols: &mut [T], g: &Geometry) {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let rows = g.kh * g.kw * hw_out;
     for c in 0..g.c_in {
-        let xc = &x[c * hw_in..(c + 1) * hw_in];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let r = (c * g.kh + i) * g.kw + j;
-                let row = &mut cols[r * hw_out..(r + 1) * hw_out];
-                let (lo, hi) = valid_range(j, g);
-                for oy in 0..g.oh {
-                    let out = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    let Some(iy) = src_index(oy, i, g.sh, g.dh, g.ph, g.h) else {
-                        out.fill(T::default());
-                        continue;
-                    };
-                    out[..lo].fill(T::default());
-                    out[hi..].fill(T::default());
-                    if lo < hi {
-                        let start = iy * g.w + lo * g.sw + j * g.dw - g.pw;
-                        if g.sw == 1 {
-                            out[lo..hi].copy_from_slice(&xc[start..start + (hi - lo)]);
-                        } else {
-                            for (k, o) in out[lo..hi].iter_mut().enumerate() {
-                                *o = xc[start + k * g.sw];
-                            }
+        im2col_channel(
+            &x[c * hw_in..(c + 1) * hw_in],
+            &mut cols[c * rows..(c + 1) * rows],
+            hw_out,
+            g,
+        );
+    }
+}
+
+/// One input channel `xc (H, W)` → its `kH·kW` rows of columns, row `r` starting at `r·ld`
+/// (`ld ≥ OH·OW`; only the first `OH·OW` entries of each row are written).
+fn im2col_channel<T: Element>(xc: &[T], rows: &mut [T], ld: usize, g: &Geometry) {
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let r = i * g.kw + j;
+            let row = &mut rows[r * ld..r * ld + g.oh * g.ow];
+            let (lo, hi) = valid_range(j, g);
+            for oy in 0..g.oh {
+                let out = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                let Some(iy) = src_index(oy, i, g.sh, g.dh, g.ph, g.h) else {
+                    out.fill(T::default());
+                    continue;
+                };
+                out[..lo].fill(T::default());
+                out[hi..].fill(T::default());
+                if lo < hi {
+                    let start = iy * g.w + lo * g.sw + j * g.dw - g.pw;
+                    if g.sw == 1 {
+                        out[lo..hi].copy_from_slice(&xc[start..start + (hi - lo)]);
+                    } else {
+                        for (k, o) in out[lo..hi].iter_mut().enumerate() {
+                            *o = xc[start + k * g.sw];
                         }
                     }
                 }
@@ -146,35 +157,225 @@ fn im2col<T: Element>(x: &[T], cols: &mut [T], g: &Geometry) {
 /// Scatter-adds `cols (C_in·kH·kW, OH·OW)` into `dx (C_in, H, W)` (which must start zeroed).
 fn col2im<T: Element>(cols: &[T], dx: &mut [T], g: &Geometry) {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let rows = g.kh * g.kw * hw_out;
     for c in 0..g.c_in {
-        let dxc = &mut dx[c * hw_in..(c + 1) * hw_in];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let r = (c * g.kh + i) * g.kw + j;
-                let row = &cols[r * hw_out..(r + 1) * hw_out];
-                let (lo, hi) = valid_range(j, g);
-                if lo >= hi {
+        col2im_channel(
+            &cols[c * rows..(c + 1) * rows],
+            hw_out,
+            &mut dx[c * hw_in..(c + 1) * hw_in],
+            g,
+        );
+    }
+}
+
+/// Scatter-adds one channel's `kH·kW` rows (row `r` at `r·ld`) into `dxc (H, W)`.
+fn col2im_channel<T: Element>(rows: &[T], ld: usize, dxc: &mut [T], g: &Geometry) {
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let r = i * g.kw + j;
+            let row = &rows[r * ld..r * ld + g.oh * g.ow];
+            let (lo, hi) = valid_range(j, g);
+            if lo >= hi {
+                continue;
+            }
+            for oy in 0..g.oh {
+                let Some(iy) = src_index(oy, i, g.sh, g.dh, g.ph, g.h) else {
                     continue;
-                }
-                for oy in 0..g.oh {
-                    let Some(iy) = src_index(oy, i, g.sh, g.dh, g.ph, g.h) else {
-                        continue;
-                    };
-                    let src = &row[oy * g.ow + lo..oy * g.ow + hi];
-                    let start = iy * g.w + lo * g.sw + j * g.dw - g.pw;
-                    if g.sw == 1 {
-                        for (d, &s) in dxc[start..start + (hi - lo)].iter_mut().zip(src) {
-                            *d += s;
-                        }
-                    } else {
-                        for (k, &s) in src.iter().enumerate() {
-                            dxc[start + k * g.sw] += s;
-                        }
+                };
+                let src = &row[oy * g.ow + lo..oy * g.ow + hi];
+                let start = iy * g.w + lo * g.sw + j * g.dw - g.pw;
+                if g.sw == 1 {
+                    for (d, &s) in dxc[start..start + (hi - lo)].iter_mut().zip(src) {
+                        *d += s;
+                    }
+                } else {
+                    for (k, &s) in src.iter().enumerate() {
+                        dxc[start + k * g.sw] += s;
                     }
                 }
             }
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Packed mode: for small output planes (the deep ResNet stages: 8×8 and smaller), per-sample
+// GEMMs are tiny (N = OH·OW columns) and re-read the whole weight matrix once per sample. There
+// the whole batch goes into one matrix whose columns are `(sample, pixel)` pairs, so each pass is
+// one GEMM per group with N (or K) = B·OH·OW, parallelised inside `gemm`.
+
+/// Largest output plane (OH·OW) that runs packed.
+const PACK_MAX_PLANE: usize = 64;
+/// Largest packed column buffer, in elements (256 MiB of f32).
+const PACK_MAX_ELEMS: usize = 64 << 20;
+
+/// Whether `g` runs in packed mode.
+fn packed(g: &Geometry) -> bool {
+    let hw_out = g.oh * g.ow;
+    g.b > 1 && hw_out <= PACK_MAX_PLANE && g.c_in * g.kh * g.kw * g.b * hw_out <= PACK_MAX_ELEMS
+}
+
+/// Parallelism for the packed GEMMs: every rayon thread.
+fn all_threads() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// `x (B, C, P)` → `(C, B·P)`, columns `(b, p)`.
+fn pack<T: Element>(x: &[T], b: usize, c: usize, p: usize) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
+    out.par_chunks_mut(b * p).enumerate().for_each(|(ci, row)| {
+        for (bi, seg) in row.chunks_mut(p).enumerate() {
+            seg.copy_from_slice(&x[(bi * c + ci) * p..][..p]);
+        }
+    });
+    out
+}
+
+/// `(C, B·P)` → `x (B, C, P)` (the inverse of [`pack`]).
+fn unpack<T: Element>(packed: &[T], b: usize, c: usize, p: usize) -> Vec<T> {
+    let mut out = vec![T::default(); packed.len()];
+    out.par_chunks_mut(c * p)
+        .enumerate()
+        .for_each(|(bi, sample)| {
+            for (ci, seg) in sample.chunks_mut(p).enumerate() {
+                seg.copy_from_slice(&packed[ci * b * p + bi * p..][..p]);
+            }
+        });
+    out
+}
+
+/// The packed columns of the whole batch: `x (B, C_in, H, W)` → `(C_in·kH·kW, B·OH·OW)`
+/// (for 1×1 stride-1 convolutions simply `x` packed).
+fn packed_cols<T: Element>(x: &[T], g: &Geometry) -> Vec<T> {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    if g.is_pointwise() {
+        return pack(x, g.b, g.c_in, hw_in);
+    }
+    let ld = g.b * hw_out;
+    let per_channel = g.kh * g.kw * ld;
+    let mut cols = vec![T::default(); g.c_in * per_channel];
+    cols.par_chunks_mut(per_channel)
+        .enumerate()
+        .for_each(|(c, rows)| {
+            for b in 0..g.b {
+                let xc = &x[(b * g.c_in + c) * hw_in..][..hw_in];
+                im2col_channel(xc, &mut rows[b * hw_out..], ld, g);
+            }
+        });
+    cols
+}
+
+fn forward_packed<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let hw_out = g.oh * g.ow;
+    let (kg, cog, n) = (g.k_group(), g.c_out / g.groups, g.b * hw_out);
+    let cols = packed_cols(x, g);
+    let mut y = vec![T::default(); g.c_out * n]; // (C_out, B·OH·OW)
+    for gi in 0..g.groups {
+        // SAFETY: (cog, n) ⊂ y, (cog, kg) ⊂ w, (kg, n) ⊂ cols.
+        unsafe {
+            matmul(
+                cog,
+                n,
+                kg,
+                y[gi * cog * n..].as_mut_ptr(),
+                n,
+                false,
+                Mat {
+                    ptr: w[gi * cog * kg..].as_ptr(),
+                    rs: kg as isize,
+                    cs: 1,
+                },
+                Mat {
+                    ptr: cols[gi * kg * n..].as_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                },
+                all_threads(),
+            )
+        }
+    }
+    unpack(&y, g.b, g.c_out, hw_out)
+}
+
+fn input_grad_packed<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let (kg, cog, n) = (g.k_group(), g.c_out / g.groups, g.b * hw_out);
+    let dyp = pack(dy, g.b, g.c_out, hw_out); // (C_out, B·OH·OW)
+    let mut dcols = vec![T::default(); g.groups * kg * n]; // (C_in·kH·kW, B·OH·OW)
+    for gi in 0..g.groups {
+        // dcols_g (kg, n) = w_gᵀ (kg, cog) · dy_g (cog, n).
+        // SAFETY: all three operands lie inside their buffers.
+        unsafe {
+            matmul(
+                kg,
+                n,
+                cog,
+                dcols[gi * kg * n..].as_mut_ptr(),
+                n,
+                false,
+                Mat {
+                    ptr: w[gi * cog * kg..].as_ptr(),
+                    rs: 1,
+                    cs: kg as isize,
+                },
+                Mat {
+                    ptr: dyp[gi * cog * n..].as_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                },
+                all_threads(),
+            )
+        }
+    }
+    if g.is_pointwise() {
+        return unpack(&dcols, g.b, g.c_in, hw_in);
+    }
+    let mut dx = vec![T::default(); g.b * g.c_in * hw_in];
+    let per_channel = g.kh * g.kw * n;
+    dx.par_chunks_mut(hw_in)
+        .enumerate()
+        .for_each(|(plane, dxc)| {
+            let (b, c) = (plane / g.c_in, plane % g.c_in);
+            col2im_channel(&dcols[c * per_channel + b * hw_out..], n, dxc, g);
+        });
+    dx
+}
+
+fn weight_grad_packed<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+    let hw_out = g.oh * g.ow;
+    let (kg, cog, n) = (g.k_group(), g.c_out / g.groups, g.b * hw_out);
+    let cols = packed_cols(x, g); // (C_in·kH·kW, B·OH·OW)
+    let dyp = pack(dy, g.b, g.c_out, hw_out); // (C_out, B·OH·OW)
+    let mut dw = vec![T::default(); g.c_out * kg];
+    for gi in 0..g.groups {
+        // dw_g (cog, kg) = dy_g (cog, n) · cols_gᵀ (n, kg).
+        // SAFETY: all three operands lie inside their buffers.
+        unsafe {
+            matmul(
+                cog,
+                kg,
+                n,
+                dw[gi * cog * kg..].as_mut_ptr(),
+                kg,
+                false,
+                Mat {
+                    ptr: dyp[gi * cog * n..].as_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                },
+                Mat {
+                    ptr: cols[gi * kg * n..].as_ptr(),
+                    rs: 1,
+                    cs: n as isize,
+                },
+                all_threads(),
+            )
+        }
+    }
+    dw
 }
 
 /// How the batch is spread over threads.
@@ -206,6 +407,14 @@ fn plan(batch: usize) -> Plan {
 
 /// Forward: `x (B, C_in, H, W)`, `w (C_out, C_in/G, kH, kW)` → `y (B, C_out, OH, OW)`.
 pub(crate) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    if packed(g) {
+        forward_packed(x, w, g)
+    } else {
+        forward_per_sample(x, w, g)
+    }
+}
+
+fn forward_per_sample<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let (kg, cog) = (g.k_group(), g.c_out / g.groups);
     let mut y = vec![T::default(); g.b * g.c_out * hw_out];
@@ -262,6 +471,14 @@ pub(crate) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 
 /// Input gradient: `dy (B, C_out, OH, OW)`, `w (C_out, C_in/G, kH, kW)` → `dx (B, C_in, H, W)`.
 pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    if packed(g) {
+        input_grad_packed(dy, w, g)
+    } else {
+        input_grad_per_sample(dy, w, g)
+    }
+}
+
+fn input_grad_per_sample<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let (kg, cog) = (g.k_group(), g.c_out / g.groups);
     let mut dx = vec![T::default(); g.b * g.c_in * hw_in];
@@ -318,6 +535,14 @@ pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
 /// Weight gradient: `x (B, C_in, H, W)`, `dy (B, C_out, OH, OW)` → `dw (C_out, C_in/G, kH, kW)`,
 /// summed over the batch one sample at a time (scratch: one sample's columns per thread).
 pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+    if packed(g) {
+        weight_grad_packed(x, dy, g)
+    } else {
+        weight_grad_per_sample(x, dy, g)
+    }
+}
+
+fn weight_grad_per_sample<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let (kg, cog) = (g.k_group(), g.c_out / g.groups);
     let len = g.c_out * kg;
@@ -410,6 +635,51 @@ mod tests {
             let lhs: f64 = cols.iter().zip(&c).map(|(a, b)| a * b).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
             assert!((lhs - rhs).abs() < 1e-9, "{lhs} vs {rhs}");
+        }
+    }
+
+    /// The packed (whole-batch) passes equal the per-sample ones.
+    #[test]
+    fn packed_mode_matches_per_sample() {
+        let cases = [
+            ((3, 4, 5, 4), (6, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+            ((2, 4, 7, 6), (4, 2, 3, 3), (1, 2), (2, 1), (1, 2), 2),
+            ((4, 3, 4, 4), (5, 3, 1, 1), (0, 0), (1, 1), (1, 1), 1),
+            ((2, 6, 3, 5), (6, 1, 3, 3), (1, 1), (2, 2), (1, 1), 6),
+            ((5, 2, 2, 2), (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+        ];
+        for (i, &(xd, wd, p, s, d, groups)) in cases.iter().enumerate() {
+            let g = Geometry::new(xd, wd, p, s, d, groups).expect("valid geometry");
+            assert!(packed(&g), "case {i} should run packed");
+            let val =
+                |n: usize, k: f64| -> Vec<f64> { (0..n).map(|j| (j as f64 * k).sin()).collect() };
+            let x = val(xd.0 * xd.1 * xd.2 * xd.3, 0.37);
+            let w = val(wd.0 * wd.1 * wd.2 * wd.3, 0.53);
+            let dy = val(g.b * g.c_out * g.oh * g.ow, 0.29);
+            let close = |a: Vec<f64>, b: Vec<f64>, what: &str| {
+                assert_eq!(a.len(), b.len());
+                let err = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0, f64::max);
+                assert!(err < 1e-12, "case {i} {what}: {err}");
+            };
+            close(
+                forward_packed(&x, &w, &g),
+                forward_per_sample(&x, &w, &g),
+                "forward",
+            );
+            close(
+                input_grad_packed(&dy, &w, &g),
+                input_grad_per_sample(&dy, &w, &g),
+                "input grad",
+            );
+            close(
+                weight_grad_packed(&x, &dy, &g),
+                weight_grad_per_sample(&x, &dy, &g),
+                "weight grad",
+            );
         }
     }
 }
