@@ -8,10 +8,17 @@
 //! stride > 1 gradient for H and W of different parity. Rectangular kernels, paddings, strides
 //! and dilations are supported through [`Conv2dParams`] and [`conv2d_with_params`].
 //!
-//! On other devices (CUDA, Metal) and other dtypes (f16, bf16) [`conv2d`] falls back to candle's
-//! builtin `Tensor::conv2d` (with its backward and its known stride-2 parity bug); rectangular
-//! strides or dilations then return an error, rectangular paddings are applied with explicit
-//! zero padding.
+//! On CUDA with the `cudnn` feature (f32, f64, f16 and bf16) the same three ops run on cuDNN:
+//! `cudnnConvolutionForward` for the forward pass, `cudnnConvolutionBackwardData` for the input
+//! gradient and `cudnnConvolutionBackwardFilter` for the weight gradient, with every
+//! [`Conv2dParams`] geometry (rectangular padding, stride and dilation, groups) and no parity
+//! bug; see `conv/cudnn.rs` for the algorithm, workspace and precision choices (f32 stays
+//! full precision unless `candle_core::cuda::set_gemm_reduced_precision_f32(true)` allows TF32).
+//!
+//! Everywhere else — CUDA without the `cudnn` feature, Metal, f16/bf16 on CPU — [`conv2d`]
+//! falls back to candle's builtin `Tensor::conv2d` (with its backward and its known stride-2
+//! parity bug); rectangular strides or dilations then return an error, rectangular paddings are
+//! applied with explicit zero padding.
 //!
 //! Subnormal floats slow every CPU kernel down by an order of magnitude late in training: call
 //! [`enable_flush_to_zero`] once at start-up (it sets FTZ/DAZ on the calling thread and on every
@@ -30,6 +37,8 @@
 //! ```
 
 mod cpu;
+#[cfg(feature = "cudnn")]
+mod cudnn;
 mod ftz;
 mod op;
 
@@ -95,7 +104,7 @@ impl From<Conv2dConfig> for Conv2dParams {
 }
 
 /// Sizes of one convolution, checked once (`OH = (H + 2p − d(kH − 1) − 1) / s + 1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Geometry {
     pub(crate) b: usize,
     pub(crate) c_in: usize,
@@ -240,15 +249,21 @@ pub fn conv2d_with_params(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Ten
         p.dilation,
         p.groups,
     )?;
-    let fast = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
-    if fast {
+    let cpu = x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64);
+    let cudnn = cfg!(feature = "cudnn")
+        && x.device().is_cuda()
+        && matches!(
+            x.dtype(),
+            DType::F32 | DType::F64 | DType::F16 | DType::BF16
+        );
+    if cpu || cudnn {
         return op::ConvForward::apply(g, x, w);
     }
     // Fallback: candle's builtin convolution (square stride and dilation only).
     if p.stride.0 != p.stride.1 || p.dilation.0 != p.dilation.1 {
         candle_core::bail!(
-            "conv2d: rectangular stride {:?} / dilation {:?} is only implemented on CPU for f32 \
-             and f64, found {:?} on {:?}",
+            "conv2d: rectangular stride {:?} / dilation {:?} needs f32/f64 on CPU or the \
+             `cudnn` feature on CUDA, found {:?} on {:?}",
             p.stride,
             p.dilation,
             x.dtype(),

@@ -324,6 +324,17 @@ pub(crate) fn has_cpu_kernel(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
+/// The generic paths need a float dtype (−∞ padding, fractional weights).
+fn require_float(op: &str, x: &Tensor) -> Result<()> {
+    if !x.dtype().is_float() {
+        bail!(
+            "{op}: expected a float tensor (f16, bf16, f32 or f64), found {:?}",
+            x.dtype()
+        );
+    }
+    Ok(())
+}
+
 /// Along `dim`: the `n` elements `start, start + stride, …` of `x` (a strided slice built from
 /// `narrow` and `reshape`, all differentiable). `x` must hold `start + n·stride` elements there.
 fn strided_slice(x: &Tensor, dim: usize, start: usize, n: usize, stride: usize) -> Result<Tensor> {
@@ -346,6 +357,7 @@ fn generic_max_pool2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    require_float("max_pool2d", x)?;
     let (ho, wo) = (win.rows.len(), win.cols.len());
     // Pad by `padding` before and enough after that every slice `k0 + [0, ho·stride)` fits.
     let pad_axis = |x: &Tensor, dim: usize, len: usize, out: usize| -> Result<Tensor> {
@@ -383,6 +395,7 @@ pub(crate) type HostMatrix = (Vec<f64>, usize, usize);
 /// row-major on the host and built in `x`'s dtype on `x`'s device: any linear separable resampling
 /// (average pools, resizes) on any device, differentiable through candle's matmul.
 pub(crate) fn separable_matmul(x: &Tensor, left: HostMatrix, right: HostMatrix) -> Result<Tensor> {
+    require_float("pooling/resize", x)?;
     let (l, oh, h) = left;
     let (r, ow, w) = right;
     let l = Tensor::from_vec(l, (oh, h), x.device())?.to_dtype(x.dtype())?;

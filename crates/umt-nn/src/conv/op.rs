@@ -8,11 +8,54 @@
 //! | [`ConvWeightGrad`] | `x`, `dy` | `dw` | [`ConvInputGrad`], [`ConvForward`] |
 //!
 //! All three are bilinear, so each backward is made of the other two.
+//!
+//! Each op runs on CPU (`cpu_fwd`: f32 and f64, `conv/cpu.rs`) and, with the `cudnn` feature,
+//! on CUDA (`cuda_fwd`: f32, f64, f16 and bf16 through cuDNN, `conv/cudnn.rs`).
 
 use candle_core::backend::BackendStorage;
+#[cfg(feature = "cudnn")]
+use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+#[cfg(feature = "cudnn")]
+use super::cudnn;
 use super::{cpu, Geometry};
+
+type Dims = (usize, usize, usize, usize);
+
+/// Operand names and shapes of one op for a geometry: `(name, dims)` of both inputs and the
+/// output dims.
+struct Spec {
+    names: (&'static str, &'static str),
+    dims: (Dims, Dims),
+    out: Dims,
+}
+
+impl Spec {
+    /// Checks both operand layouts against the geometry.
+    fn check(&self, g: &Geometry, op: &str, l1: &Layout, l2: &Layout) -> Result<()> {
+        g.check(
+            op,
+            (self.names.0, l1.dims(), self.dims.0),
+            (self.names.1, l2.dims(), self.dims.1),
+        )
+    }
+}
+
+/// The CUDA forward of an op: checks the operands, then runs its cuDNN routine.
+#[cfg(feature = "cudnn")]
+fn cuda_pass(
+    pass: cudnn::Pass,
+    op: &str,
+    g: &Geometry,
+    spec: Spec,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    spec.check(g, op, a.1, b.1)?;
+    let out = cudnn::run(pass, op, spec.names, g, a, b)?;
+    Ok((out, Shape::from(spec.out)))
+}
 
 /// Borrows the contiguous data of a storage as `&[T]`, or fails naming the operand.
 fn slice<'a, T>(data: &'a [T], layout: &Layout, op: &str, what: &str) -> Result<&'a [T]> {
@@ -71,12 +114,30 @@ pub(crate) struct ConvInputGrad(pub(crate) Geometry);
 pub(crate) struct ConvWeightGrad(pub(crate) Geometry);
 
 impl ConvForward {
+    fn spec(&self) -> Spec {
+        let g = &self.0;
+        Spec {
+            names: ("x", "w"),
+            dims: (g.x_dims(), g.w_dims()),
+            out: g.y_dims(),
+        }
+    }
+
     pub(crate) fn apply(g: Geometry, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op2(&w.contiguous()?, ConvForward(g))
     }
 }
 
 impl ConvInputGrad {
+    fn spec(&self) -> Spec {
+        let g = &self.0;
+        Spec {
+            names: ("dy", "w"),
+            dims: (g.y_dims(), g.w_dims()),
+            out: g.x_dims(),
+        }
+    }
+
     pub(crate) fn apply(g: Geometry, dy: &Tensor, w: &Tensor) -> Result<Tensor> {
         dy.contiguous()?
             .apply_op2(&w.contiguous()?, ConvInputGrad(g))
@@ -84,6 +145,15 @@ impl ConvInputGrad {
 }
 
 impl ConvWeightGrad {
+    fn spec(&self) -> Spec {
+        let g = &self.0;
+        Spec {
+            names: ("x", "dy"),
+            dims: (g.x_dims(), g.y_dims()),
+            out: g.w_dims(),
+        }
+    }
+
     pub(crate) fn apply(g: Geometry, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         x.contiguous()?
             .apply_op2(&dy.contiguous()?, ConvWeightGrad(g))
@@ -102,22 +172,30 @@ impl CustomOp2 for ConvForward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        g.check(
-            self.name(),
-            ("x", l1.dims(), g.x_dims()),
-            ("w", l2.dims(), g.w_dims()),
-        )?;
+        let spec = self.spec();
+        spec.check(&self.0, self.name(), l1, l2)?;
         dispatch(
             self.name(),
-            ("x", "w"),
+            spec.names,
             (s1, l1),
             (s2, l2),
-            Shape::from(g.y_dims()),
+            Shape::from(spec.out),
             cpu::forward::<f32>,
             cpu::forward::<f64>,
-            g,
+            &self.0,
         )
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let pass = cudnn::Pass::Forward;
+        cuda_pass(pass, self.name(), &self.0, self.spec(), (s1, l1), (s2, l2))
     }
 
     fn bwd(
@@ -145,22 +223,30 @@ impl CustomOp2 for ConvInputGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        g.check(
-            self.name(),
-            ("dy", l1.dims(), g.y_dims()),
-            ("w", l2.dims(), g.w_dims()),
-        )?;
+        let spec = self.spec();
+        spec.check(&self.0, self.name(), l1, l2)?;
         dispatch(
             self.name(),
-            ("dy", "w"),
+            spec.names,
             (s1, l1),
             (s2, l2),
-            Shape::from(g.x_dims()),
+            Shape::from(spec.out),
             cpu::input_grad::<f32>,
             cpu::input_grad::<f64>,
-            g,
+            &self.0,
         )
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let pass = cudnn::Pass::InputGrad;
+        cuda_pass(pass, self.name(), &self.0, self.spec(), (s1, l1), (s2, l2))
     }
 
     /// `dx` is bilinear in `(dy, w)`: with `gx = ∂L/∂dx`, `∂L/∂dy = conv(gx, w)` and
@@ -190,22 +276,30 @@ impl CustomOp2 for ConvWeightGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        g.check(
-            self.name(),
-            ("x", l1.dims(), g.x_dims()),
-            ("dy", l2.dims(), g.y_dims()),
-        )?;
+        let spec = self.spec();
+        spec.check(&self.0, self.name(), l1, l2)?;
         dispatch(
             self.name(),
-            ("x", "dy"),
+            spec.names,
             (s1, l1),
             (s2, l2),
-            Shape::from(g.w_dims()),
+            Shape::from(spec.out),
             cpu::weight_grad::<f32>,
             cpu::weight_grad::<f64>,
-            g,
+            &self.0,
         )
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let pass = cudnn::Pass::WeightGrad;
+        cuda_pass(pass, self.name(), &self.0, self.spec(), (s1, l1), (s2, l2))
     }
 
     /// `dw` is bilinear in `(x, dy)`: with `gw = ∂L/∂dw`, `∂L/∂x = input_grad(dy, gw)` and
