@@ -7,7 +7,8 @@
 # It prints the GPU, runs the device-parity tests (CUDA against CPU), the smoke preset of
 # Table 2 on the GPU, and the training-step benchmark on the GPU (ours and, where python3 can
 # import torch, PyTorch on the same GPU in the same run, with the ratio). Everything goes to
-# RESULTS as well as to the terminal. Budget: about 8 minutes on an H100/H200.
+# RESULTS as well as to the terminal. Budget: at most about 9.5 minutes (each step has its own
+# timeout), typically 3 to 4 on an H100/H200.
 #
 # Runtime libraries: the binaries need the driver's libcuda.so.1 (system path) and the CUDA 13
 # runtime libraries (cudart, cublas, cublasLt, curand, nvrtc, cudnn 9). Where they are not on
@@ -44,15 +45,15 @@ log "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 missing=$(ldd "$DIST/umt" | grep 'not found' || true)
 [ -n "$missing" ] && log "unresolved libraries: $missing"
 
-step "device parity: umt-nn ops (CUDA vs CPU)" 120 "$DIST/cuda-tests-umt-nn" --test-threads 1 --nocapture
-step "device parity: ResNet training step (CUDA vs CPU)" 120 "$DIST/cuda-tests-umt" --test-threads 1 --nocapture
-step "reproduce-table2 --preset smoke on the GPU" 240 \
+step "device parity: umt-nn ops (CUDA vs CPU)" 90 "$DIST/cuda-tests-umt-nn" --test-threads 1 --nocapture
+step "device parity: ResNet training step (CUDA vs CPU)" 90 "$DIST/cuda-tests-umt" --test-threads 1 --nocapture
+step "reproduce-table2 --preset smoke on the GPU" 180 \
   "$DIST/umt" reproduce-table2 --preset smoke --device cuda --out /tmp/umt-gpu-smoke --seeds 1
-step "bench train-step, ResNet18 3x64x64 batch 16 width 64" 90 \
+step "bench train-step, ResNet18 3x64x64 batch 16 width 64" 75 \
   "$DIST/umt" bench train-step --device cuda --steps 20 --warmup 3
-step "bench train-step, the paper's audio shape 1x513x313 batch 4" 90 \
+step "bench train-step, the paper's audio shape 1x513x313 batch 4" 75 \
   "$DIST/umt" bench train-step --device cuda --shape 1x513x313 --batch 4 --steps 20 --warmup 3
-step "bench train-step, ResNet18 3x224x224 batch 32 (VGGSound video frames)" 90 \
+step "bench train-step, ResNet18 3x224x224 batch 32 (VGGSound video frames)" 75 \
   "$DIST/umt" bench train-step --device cuda --shape 3x224x224 --batch 32 --steps 10 --warmup 3
 log ""
 log "results written to $RESULTS"
