@@ -40,6 +40,12 @@ pub struct Args {
     /// the first GPU where the build has CUDA and one is present, else the CPU.
     #[arg(long)]
     device: Option<String>,
+    /// Tuning mode: carve a stratified fraction F (e.g. 0.25) of the training split as a
+    /// validation split, train on the rest and report on it instead of the test split (the
+    /// tables and JSON say so). Tune presets with this, never on the test split; use a
+    /// separate `--out` folder (a folder is never mixed between the two modes).
+    #[arg(long, value_name = "F")]
+    tune_on_validation: Option<f64>,
 }
 
 fn setup(args: &Args) -> anyhow::Result<(Runner, Instant)> {
@@ -67,6 +73,7 @@ fn setup(args: &Args) -> anyhow::Result<(Runner, Instant)> {
         methods,
         device: crate::device::parse(args.device.as_deref())?,
         progress: Progress::Auto,
+        validation_fraction: args.tune_on_validation,
     };
     Ok((Runner::new(cfg, opts)?, t0))
 }

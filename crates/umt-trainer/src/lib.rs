@@ -13,6 +13,7 @@
 //!     methods: Method::ALL.to_vec(),
 //!     device: Device::Cpu,
 //!     progress: Progress::Auto,
+//!     validation_fraction: None, // Some(0.2): tune on a validation split instead of test
 //! };
 //! let table = reproduce_table2(cfg, opts, "synthetic")?;
 //! println!("{}", table.to_markdown());

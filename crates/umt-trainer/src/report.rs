@@ -90,16 +90,29 @@ pub struct Table2 {
     pub seeds: Vec<u64>,
     /// Wall time of the command that wrote the table, in seconds.
     pub wall_seconds: f64,
+    /// The split the accuracies are measured on: `test`, or the validation split of a tuning
+    /// run (`--tune-on-validation`; only then written to the JSON).
+    #[serde(default = "test_split", skip_serializing_if = "is_test_split")]
+    pub split: String,
     /// One row per method.
     pub methods: Vec<Table2Row>,
+}
+
+fn test_split() -> String {
+    "test".into()
+}
+
+/// Test runs keep exactly the JSON schema; only tuning runs carry `split`.
+fn is_test_split(split: &str) -> bool {
+    split == "test"
 }
 
 impl Table2 {
     /// The table in the paper's layout (method, top-1 mean ± std).
     pub fn to_markdown(&self) -> String {
         let mut s = format!(
-            "Table 2 ({} data, seeds {:?}): top-1 test accuracy (%), mean ± std over seeds, last epoch\n\n| Method | Top-1 Accuracy |\n|---|---|\n",
-            self.dataset, self.seeds
+            "Table 2 ({} data, seeds {:?}): top-1 accuracy (%) on the {} split, mean ± std over seeds, last epoch\n\n| Method | Top-1 Accuracy |\n|---|---|\n",
+            self.dataset, self.seeds, self.split
         );
         let best = self
             .methods
@@ -145,6 +158,10 @@ pub struct Table1Row {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Table1 {
+    /// The split the "test" columns are measured on: `test`, or the validation split of a
+    /// tuning run (`--tune-on-validation`; only then written to the JSON).
+    #[serde(default = "test_split", skip_serializing_if = "is_test_split")]
+    pub split: String,
     /// One row per encoder source.
     pub methods: Vec<Table1Row>,
 }
@@ -205,6 +222,7 @@ pub fn table2_with(runner: &mut Runner, dataset: &str, t0: Instant) -> Result<Ta
         dataset: dataset.into(),
         seeds: opts.seeds.clone(),
         wall_seconds: t0.elapsed().as_secs_f64(),
+        split: opts.split_name(),
         methods: rows,
     };
     write_json_atomic(&opts.out_dir.join("table2.json"), &table)?;
@@ -243,8 +261,9 @@ pub fn reproduce_table1(
 pub fn table1_with(runner: &mut Runner, t0: Instant) -> Result<(Table1, Figure2)> {
     let opts = runner.options().clone();
     let mut rows = Vec::new();
-    let mut md = String::from(
-        "Table 1: linear evaluation (frozen encoder, fresh linear classifier), top-1 (%), mean ± std over seeds\n\n| Method | Audio Test | Video Test | Audio Training | Video Training |\n|---|---|---|---|---|\n",
+    let mut md = format!(
+        "Table 1: linear evaluation (frozen encoder, fresh linear classifier), top-1 (%), mean ± std over seeds; \"Test\" columns on the {} split\n\n| Method | Audio Test | Video Test | Audio Training | Video Training |\n|---|---|---|---|---|\n",
+        opts.split_name()
     );
     let mut video_per_class: Vec<(String, Vec<Vec<f64>>)> = Vec::new();
     for source in TABLE1_ROWS {
@@ -299,7 +318,10 @@ pub fn table1_with(runner: &mut Runner, t0: Instant) -> Result<(Table1, Figure2)
         "\nWall time of this command: {:.0} s\n",
         t0.elapsed().as_secs_f64()
     );
-    let table = Table1 { methods: rows };
+    let table = Table1 {
+        split: opts.split_name(),
+        methods: rows,
+    };
     write_json_atomic(&opts.out_dir.join("table1.json"), &table)?;
     write_atomic(&opts.out_dir.join("table1.md"), md.as_bytes())?;
 

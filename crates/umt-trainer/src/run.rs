@@ -45,7 +45,8 @@ pub struct StageResult {
     pub stage: String,
     /// Training seed.
     pub seed: u64,
-    /// Top-1 accuracy on the test split in [0, 1], last epoch (no selection on test).
+    /// Top-1 accuracy on the test split in [0, 1], last epoch (no selection on test); in
+    /// tuning mode ([`RunOptions::validation_fraction`]) on the validation split.
     pub test_top1: f64,
     /// Top-1 accuracy on the training split in [0, 1], where measured (linear evaluation).
     pub train_top1: Option<f64>,
@@ -72,6 +73,26 @@ pub struct RunOptions {
     pub device: Device,
     /// Progress display.
     pub progress: Progress,
+    /// `None`: train on the training split, report on the test split (the paper's tables).
+    /// `Some(f)`: **tuning mode** — a stratified fraction `f` of the training split (seeded by
+    /// the config's `data_seed`) is carved off as a validation split, every stage trains on
+    /// the rest and reports on the validation split instead of the test split, and the
+    /// reports say so. Tune on this, never on the test split.
+    pub validation_fraction: Option<f64>,
+}
+
+impl RunOptions {
+    /// The split every reported accuracy is measured on: `"test"`, or
+    /// `"validation (F of the training split)"` in tuning mode.
+    pub fn split_name(&self) -> String {
+        match self.validation_fraction {
+            None => "test".into(),
+            Some(f) => format!(
+                "validation ({:.0}% of the training split; tuning mode, not the test split)",
+                100.0 * f
+            ),
+        }
+    }
 }
 
 /// A linear-evaluation source of Table 1 (the encoders of a method, or a uni-modal teacher).
@@ -169,6 +190,30 @@ impl Runner {
         } else {
             write_json_atomic(&cfg_path, &cfg)?;
         }
+        // The evaluation split is part of what a stage's result means: a folder of a tuning
+        // run (validation split) is never resumed as a test run, nor the other way round.
+        let split_path = opts.out_dir.join("evaluation.json");
+        let split = serde_json::json!({
+            "split": if opts.validation_fraction.is_some() { "validation" } else { "test" },
+            "validation_fraction": opts.validation_fraction,
+        });
+        if let Some(f) = opts.validation_fraction {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(Error::InvalidConfig {
+                    field: "validation_fraction",
+                    expected: "a fraction in (0, 1)".into(),
+                    found: f.to_string(),
+                });
+            }
+        }
+        if split_path.exists() {
+            let previous: Option<serde_json::Value> = read_json(&split_path).ok();
+            if previous.as_ref() != Some(&split) {
+                return Err(Error::ConfigChanged { path: split_path });
+            }
+        } else {
+            write_json_atomic(&split_path, &split)?;
+        }
         Ok(Self {
             cfg,
             opts,
@@ -195,11 +240,19 @@ impl Runner {
             return Ok(d.clone());
         }
         let t0 = Instant::now();
-        let d = Rc::new(generate(&self.cfg.synthetic, self.cfg.data_seed)?);
+        let mut d = generate(&self.cfg.synthetic, self.cfg.data_seed)?;
+        if let Some(f) = self.opts.validation_fraction {
+            // Tuning mode: the validation split takes the place of the test split.
+            let (train, val) = d.train.split_validation(f, self.cfg.data_seed)?;
+            d.train = train;
+            d.test = val;
+        }
+        let d = Rc::new(d);
         self.opts.progress.log(&format!(
-            "synthetic data: {} train / {} test samples in {:.1} s",
+            "synthetic data: {} train / {} {} samples in {:.1} s",
             d.train.len(),
             d.test.len(),
+            self.opts.split_name(),
             t0.elapsed().as_secs_f64()
         ));
         self.data = Some(d.clone());
@@ -240,8 +293,13 @@ impl Runner {
         r.seconds = t0.elapsed().as_secs_f64();
         write_json_atomic(&result_path, &r)?;
         self.stages_run.push(rel.to_string());
+        let split = if self.opts.validation_fraction.is_some() {
+            "validation"
+        } else {
+            "test"
+        };
         let line = format!(
-            "{rel}: test top-1 {:.2}% in {:.1} s",
+            "{rel}: {split} top-1 {:.2}% in {:.1} s",
             100.0 * r.test_top1,
             r.seconds
         );
@@ -300,6 +358,7 @@ impl Runner {
             "learning_rate": t.learning_rate,
             "lr_decay_every_epochs": t.lr_decay_every_epochs,
             "lr_decay_factor": t.lr_decay_factor,
+            "validation_fraction": self.opts.validation_fraction,
         });
         let digest = Sha256::digest(key.to_string().as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()

@@ -20,6 +20,7 @@ fn opts(out: &Path, methods: Vec<Method>) -> RunOptions {
         methods,
         device: Device::Cpu,
         progress: Progress::Quiet,
+        validation_fraction: None,
     }
 }
 
@@ -28,8 +29,8 @@ fn smoke_run_tables_resume_and_schema() {
     umt_trainer::enable_fast_math();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    // The smoke preset's own data is near chance at this size (docs/results/README.md); quiet
-    // audio makes it learnable, so the "beats chance" check below tests the pipeline.
+    // Loud tones (amplitude ≥ 1) on top of the default's quiet audio keep the smoke data
+    // learnable by its width-4 encoders, so the "beats chance" check below tests the pipeline.
     let cfg = ExperimentConfig::preset(Preset::Smoke)
         .with_overrides(&serde_json::json!({"synthetic": {"audio": {
             "noise_std": 0.1, "distractor_tones": 0, "tone_amp_min": 1.0}}}))
@@ -229,4 +230,48 @@ fn datasets_and_data_dirs_are_checked() {
     assert!(e.to_string().contains("unknown dataset"), "{e}");
     let e = check_dataset("avmnist", Some(Path::new("/no/such/dir"))).unwrap_err();
     assert!(matches!(e, Error::MissingDataDir { .. }), "{e}");
+}
+
+#[test]
+fn tuning_mode_reports_on_a_carved_validation_split_and_is_never_mixed_with_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tune");
+    let cfg = ExperimentConfig::preset(Preset::Smoke);
+    let mut o = opts(&out, vec![Method::NaiveFusion]);
+    o.validation_fraction = Some(0.25);
+    let mut runner = Runner::new(cfg.clone(), o.clone()).unwrap();
+    let d = runner.data().unwrap();
+    // 25 % of each class of the 160 training samples; the test split is not used at all.
+    assert_eq!(d.train.len() + d.test.len(), cfg.synthetic.train_samples);
+    assert!(
+        (d.test.len() as f64 - 40.0).abs() <= 4.0,
+        "{}",
+        d.test.len()
+    );
+    let t2 = table2_with(&mut runner, "synthetic", Instant::now()).unwrap();
+    assert!(t2.split.starts_with("validation"), "{}", t2.split);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("table2.json")).unwrap()).unwrap();
+    assert!(json["split"].as_str().unwrap().starts_with("validation"));
+    assert!(std::fs::read_to_string(out.join("table2.md"))
+        .unwrap()
+        .contains("validation"));
+    // The same folder as a test run (or with another fraction) is refused, not mixed.
+    let e = Runner::new(cfg.clone(), opts(&out, vec![Method::NaiveFusion])).unwrap_err();
+    assert!(matches!(e, Error::ConfigChanged { .. }), "{e}");
+    o.validation_fraction = Some(0.5);
+    let e = Runner::new(cfg.clone(), o.clone()).unwrap_err();
+    assert!(matches!(e, Error::ConfigChanged { .. }), "{e}");
+    o.validation_fraction = Some(1.5);
+    let e = Runner::new(cfg, o).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidConfig {
+                field: "validation_fraction",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
