@@ -33,14 +33,13 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType,
 };
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
 
-use crate::pool::contiguous_slice;
+use crate::pool::{run1, run3, Kernel1, Kernel3};
 
 /// `bn(x)` (see the module docs): `x (N, C, H, W)` or any `(N, C, ...)` → same shape.
 pub fn batch_norm(bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -131,7 +130,7 @@ impl BnTrain {
         Ok((stats.get(0)?, stats.get(1)?))
     }
 
-    fn forward<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+    fn forward_kernel<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
         let (c, plane) = (self.channels, self.plane);
         let stats = channel_stats(x, c, plane);
         let affine: Vec<(f64, f64)> = stats
@@ -162,9 +161,19 @@ impl BnTrain {
     }
 }
 
+impl Kernel3 for BnTrain {
+    fn op(&self) -> &'static str {
+        "umt-batch-norm-train"
+    }
+
+    fn apply<T: WithDType>(&self, x: &[T], gamma: &[T], beta: &[T]) -> Vec<T> {
+        self.forward_kernel(x, gamma, beta)
+    }
+}
+
 impl CustomOp3 for BnTrain {
     fn name(&self) -> &'static str {
-        "umt-batch-norm-train"
+        Kernel3::op(self)
     }
 
     fn cpu_fwd(
@@ -186,23 +195,7 @@ impl CustomOp3 for BnTrain {
                 );
             }
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
-                CpuStorage::F32(self.forward(
-                    contiguous_slice(name, x, l1)?,
-                    contiguous_slice(name, g, l2)?,
-                    contiguous_slice(name, b, l3)?,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
-                CpuStorage::F64(self.forward(
-                    contiguous_slice(name, x, l1)?,
-                    contiguous_slice(name, g, l2)?,
-                    contiguous_slice(name, b, l3)?,
-                ))
-            }
-            _ => bail!("{name}: expected x, weight and bias all f32 or all f64"),
-        };
+        let out = run3(self, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -232,27 +225,25 @@ impl CustomOp3 for BnTrain {
 /// Per-channel `[mean; biased variance]` `(2, C)` of `x (N, C, …)` (no gradient).
 struct BnStats(BnTrain);
 
-impl BnStats {
-    fn stats<T: WithDType>(&self, x: &[T]) -> Vec<T> {
+impl Kernel1 for BnStats {
+    fn op(&self) -> &'static str {
+        "umt-batch-norm-stats"
+    }
+
+    fn apply<T: WithDType>(&self, x: &[T]) -> Result<Vec<T>> {
         let stats = channel_stats(x, self.0.channels, self.0.plane);
         let mean = stats.iter().map(|s| T::from_f64(s.0));
-        mean.chain(stats.iter().map(|s| T::from_f64(s.1))).collect()
+        Ok(mean.chain(stats.iter().map(|s| T::from_f64(s.1))).collect())
     }
 }
 
 impl CustomOp1 for BnStats {
     fn name(&self) -> &'static str {
-        "umt-batch-norm-stats"
+        Kernel1::op(self)
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let name = CustomOp1::name(self);
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(self.stats(contiguous_slice(name, x, l)?)),
-            CpuStorage::F64(x) => CpuStorage::F64(self.stats(contiguous_slice(name, x, l)?)),
-            other => bail!("{name}: expected f32 or f64, found {:?}", other.dtype()),
-        };
-        Ok((out, Shape::from((2, self.0.channels))))
+        Ok((run1(self, s, l)?, Shape::from((2, self.0.channels))))
     }
 }
 
@@ -264,7 +255,7 @@ struct BnTrainBackward {
 }
 
 impl BnTrainBackward {
-    fn backward<T: WithDType>(&self, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
+    fn backward_kernel<T: WithDType>(&self, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
         let BnTrain {
             eps,
             relu,
@@ -323,9 +314,19 @@ impl BnTrainBackward {
     }
 }
 
+impl Kernel3 for BnTrainBackward {
+    fn op(&self) -> &'static str {
+        "umt-batch-norm-train-backward"
+    }
+
+    fn apply<T: WithDType>(&self, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
+        self.backward_kernel(x, y, dy)
+    }
+}
+
 impl CustomOp3 for BnTrainBackward {
     fn name(&self) -> &'static str {
-        "umt-batch-norm-train-backward"
+        Kernel3::op(self)
     }
 
     fn cpu_fwd(
@@ -342,23 +343,7 @@ impl CustomOp3 for BnTrainBackward {
         if l2.shape().elem_count() != len || l3.shape().elem_count() != len {
             bail!("{name}: x, y and dy must have the same shape");
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(d)) => {
-                CpuStorage::F32(self.backward(
-                    contiguous_slice(name, x, l1)?,
-                    contiguous_slice(name, y, l2)?,
-                    contiguous_slice(name, d, l3)?,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(d)) => {
-                CpuStorage::F64(self.backward(
-                    contiguous_slice(name, x, l1)?,
-                    contiguous_slice(name, y, l2)?,
-                    contiguous_slice(name, d, l3)?,
-                ))
-            }
-            _ => bail!("{name}: expected x, y and dy all f32 or all f64"),
-        };
+        let out = run3(self, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((out, Shape::from(len + 2 * self.fwd.channels)))
     }
 }

@@ -182,6 +182,42 @@ pub(crate) fn run2<K: Kernel2>(
     })
 }
 
+/// A CPU kernel over three f32 or f64 inputs of the same dtype.
+pub(crate) trait Kernel3 {
+    /// The op's name in error messages.
+    fn op(&self) -> &'static str;
+    /// Computes the output from the three contiguous inputs.
+    fn apply<T: WithDType>(&self, a: &[T], b: &[T], c: &[T]) -> Vec<T>;
+}
+
+/// Dispatches a [`Kernel3`] on three CPU storages of the same dtype (f32 or f64 only).
+pub(crate) fn run3<K: Kernel3>(
+    k: &K,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+) -> Result<CpuStorage> {
+    let op = k.op();
+    Ok(match (s1, s2, s3) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => CpuStorage::F32(k.apply(
+            contiguous_slice(op, a, l1)?,
+            contiguous_slice(op, b, l2)?,
+            contiguous_slice(op, c, l3)?,
+        )),
+        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => CpuStorage::F64(k.apply(
+            contiguous_slice(op, a, l1)?,
+            contiguous_slice(op, b, l2)?,
+            contiguous_slice(op, c, l3)?,
+        )),
+        (a, b, c) => bail!(
+            "{op}: only f32 and f64 inputs of one dtype are supported on the CPU, got {:?}, {:?} and {:?}",
+            a.dtype(),
+            b.dtype(),
+            c.dtype()
+        ),
+    })
+}
+
 /// `(B, C, H, W)` dims of a rank-4 layout.
 pub(crate) fn dims4(op: &str, shape: &Shape) -> Result<(usize, usize, usize, usize)> {
     match shape.dims() {
