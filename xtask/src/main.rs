@@ -7,12 +7,19 @@ mod bench;
 mod build_cuda;
 mod ci;
 mod device;
+mod export_teachers;
 mod io;
+mod model_summary;
+mod prepare_avmnist;
+mod prepare_nyuv2;
+mod prepare_vggsound;
 mod pull_teachers;
 mod reproduce;
+mod reproduce_seg;
 mod run_encoder;
 mod sample_frames;
 mod spectrogram;
+mod teachers;
 
 /// Uni-Modal Teacher in Rust: reproduce the paper, inspect the front ends, run the encoders.
 #[derive(Parser)]
@@ -36,12 +43,34 @@ enum Command {
     ReproduceTable2(reproduce::Args),
     /// Reproduce the paper's Table 1 (linear evaluation of each encoder) and Figure 2.
     ReproduceTable1(reproduce::Args),
+    /// Reproduce the paper's Table 3 (ESANet vs UMT mIoU, RGB-D segmentation, from scratch)
+    /// on the embedded synthetic RGB-D scenes.
+    ReproduceTable3(reproduce_seg::Args),
+    /// Reproduce the paper's Table 4 (frozen depth encoder of the uni-depth network vs of the
+    /// RGB-D ESANet, new decoder trained on depth) on the synthetic RGB-D scenes.
+    ReproduceTable4(reproduce_seg::Args),
+    /// Build AV-MNIST from MNIST + FSDD (pairing by digit, PCA-weakened images, spectrograms)
+    /// into a prepared folder for `reproduce-table2 --dataset avmnist --data-dir DIR`.
+    PrepareAvmnist(prepare_avmnist::Args),
+    /// Write NYUv2 (40 classes) in ESANet's layout from the official nyu_depth_v2_labeled.mat
+    /// (HDF5), splits.mat and classMapping40.mat (through $UMT_PYTHON with h5py), then verify
+    /// every sample loads.
+    PrepareNyuv2(prepare_nyuv2::Args),
+    /// Prepare VGGSound from downloaded clips with ffmpeg (256x256 JPEG frames, 16 kHz float
+    /// WAV of 10 s, index, class list, failure report; parallel and resumable).
+    PrepareVggsound(prepare_vggsound::Args),
     /// Fetch a set of teacher checkpoints from the Hugging Face Hub into the shared cache.
     PullTeachers(pull_teachers::Args),
+    /// Write a run's teachers as a folder ready to upload to the Hugging Face Hub
+    /// (self-describing safetensors, config.json, model card README.md).
+    ExportTeachers(export_teachers::Args),
     /// Benchmarks (ours and, where python3 can import torch, PyTorch in the same run).
     Bench(bench::Args),
     /// The one check: fmt, clippy -D warnings, tests, docs (cheapest first).
     Ci(ci::Args),
+    /// torchinfo-like table of a model (resnet18/34, esanet, esanet-rgb, esanet-depth):
+    /// output shape and parameters per module, per-part breakdown and total.
+    ModelSummary(model_summary::Args),
     /// Build the CUDA runner and device tests on a machine without a GPU (installs the CUDA
     /// compiler from PyPI wheels into target/); binaries land in target/cuda/dist/.
     BuildCuda(build_cuda::Args),
@@ -54,9 +83,16 @@ fn main() -> anyhow::Result<()> {
         Command::RunEncoder(args) => run_encoder::run(args),
         Command::ReproduceTable2(args) => reproduce::run_table2(args),
         Command::ReproduceTable1(args) => reproduce::run_table1(args),
+        Command::ReproduceTable3(args) => reproduce_seg::run_table3(args),
+        Command::ReproduceTable4(args) => reproduce_seg::run_table4(args),
+        Command::PrepareAvmnist(args) => prepare_avmnist::run(args),
+        Command::PrepareNyuv2(args) => prepare_nyuv2::run(args),
+        Command::PrepareVggsound(args) => prepare_vggsound::run(args),
         Command::PullTeachers(args) => pull_teachers::run(args),
+        Command::ExportTeachers(args) => export_teachers::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Ci(args) => ci::run(args),
+        Command::ModelSummary(args) => model_summary::run(args),
         Command::BuildCuda(args) => build_cuda::run_build(args),
     }
 }

@@ -1,19 +1,21 @@
 //! `cargo xtask reproduce-table2` / `reproduce-table1`: the paper's Tables 1 and 2 (and
-//! Figure 2) end to end, resumable. Only the embedded synthetic dataset is provided so far;
-//! AV-MNIST and VGGSound come with issue 5 (`cargo xtask prepare-avmnist` / `prepare-vggsound`).
+//! Figure 2) end to end, resumable, on the embedded synthetic dataset or on AV-MNIST (prepared by
+//! `cargo xtask prepare-avmnist`); VGGSound comes with issue 5 (`prepare-vggsound`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use umt_trainer::config::DatasetConfig;
 use umt_trainer::report::{check_dataset, table1_with, table2_with};
 use umt_trainer::{ExperimentConfig, Method, Preset, Progress, RunOptions, Runner};
 
 /// Arguments of both reproduce commands.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Dataset: `synthetic` (embedded, generated in memory), `avmnist` or `vggsound` (issue 5:
-    /// not provided yet).
+    /// Dataset: `synthetic` (embedded, generated in memory), `avmnist` (a folder written by
+    /// `cargo xtask prepare-avmnist`, given as `--data-dir`) or `vggsound` (issue 5: not
+    /// provided yet).
     #[arg(long, default_value = "synthetic")]
     dataset: String,
     /// Data directory of a real dataset (must exist; the synthetic dataset takes none).
@@ -46,12 +48,19 @@ pub struct Args {
     /// separate `--out` folder (a folder is never mixed between the two modes).
     #[arg(long, value_name = "F")]
     tune_on_validation: Option<f64>,
+    /// Teachers given instead of trained (`--audio-teacher`, `--video-teacher`).
+    #[command(flatten)]
+    teachers: crate::teachers::TeacherArgs,
 }
 
 fn setup(args: &Args) -> anyhow::Result<(Runner, Instant)> {
     let t0 = Instant::now();
     check_dataset(&args.dataset, args.data_dir.as_deref())?;
-    let mut cfg = ExperimentConfig::preset(Preset::parse(&args.preset)?);
+    let dataset = match (args.dataset.as_str(), &args.data_dir) {
+        ("avmnist", Some(dir)) => DatasetConfig::avmnist(dir)?,
+        _ => DatasetConfig::Synthetic,
+    };
+    let mut cfg = ExperimentConfig::preset_for(Preset::parse(&args.preset)?, dataset);
     if let Some(path) = &args.config {
         cfg = cfg.with_overrides_file(path)?;
     }
@@ -75,7 +84,8 @@ fn setup(args: &Args) -> anyhow::Result<(Runner, Instant)> {
         progress: Progress::Auto,
         validation_fraction: args.tune_on_validation,
     };
-    Ok((Runner::new(cfg, opts)?, t0))
+    let runner = Runner::new(cfg, opts)?.with_teachers(args.teachers.resolve()?)?;
+    Ok((runner, t0))
 }
 
 /// Table 2.

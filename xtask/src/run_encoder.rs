@@ -37,9 +37,10 @@ pub struct Args {
     /// without max pool.
     #[arg(long, value_enum, default_value_t = Stem::Torchvision)]
     stem: Stem,
-    /// Weights (safetensors, torchvision names).
-    #[arg(long)]
-    weights: PathBuf,
+    /// Weights (safetensors, torchvision names): a path or `hf://OWNER/REPO[@REV]/F.safetensors`
+    /// (fetched into the Hugging Face cache and verified; HF_* variables apply, docs/hub.md).
+    #[arg(long, value_name = "REF")]
+    weights: String,
     /// Input safetensors file holding tensor `input` [B, C, H, W] (any float dtype).
     #[arg(long)]
     input: PathBuf,
@@ -87,12 +88,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Stem::Torchvision => StemKind::Torchvision,
         Stem::Small => StemKind::Small,
     };
-    let weights = umt_nn::checkpoint::load_tensors(&args.weights, &device)?;
+    let reference: umt_hub::TeacherRef = args
+        .weights
+        .parse()
+        .with_context(|| format!("--weights {:?}", args.weights))?;
+    let weights_path = umt_hub::resolve(&reference, &umt_hub::HubConfig::from_env())
+        .with_context(|| format!("--weights {:?}", args.weights))?;
+    let weights = umt_nn::checkpoint::load_tensors(&weights_path, &device)?;
     let num_classes = match weights.get("fc.weight") {
         Some(w) => {
             let (k, _) = w
                 .dims2()
-                .with_context(|| format!("{}: `fc.weight`", args.weights.display()))?;
+                .with_context(|| format!("{}: `fc.weight`", weights_path.display()))?;
             Some(k)
         }
         None => None,
@@ -102,7 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_width(args.width)
         .with_stem(stem)
         .with_num_classes(num_classes);
-    let (model, _vars, _meta) = load_resnet(&config, &args.weights, &device)?;
+    let (model, _vars, _meta) = load_resnet(&config, &weights_path, &device)?;
 
     let mut inputs = umt_nn::checkpoint::load_tensors(&args.input, &device)?;
     let x = inputs
@@ -126,7 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config_json = serde_json::to_string(&config)?;
     let metadata = HashMap::from([
         ("config".to_string(), config_json),
-        ("weights".to_string(), args.weights.display().to_string()),
+        ("weights".to_string(), args.weights.clone()),
     ]);
     let bytes = safetensors::serialize(tensors.iter().map(|(n, t)| (*n, t)), Some(metadata))?;
     crate::io::write_atomically(&args.output, |tmp| Ok(std::fs::write(tmp, &bytes)?))?;

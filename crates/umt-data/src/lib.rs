@@ -1,7 +1,10 @@
 //! Datasets for Uni-Modal Teacher: the in-memory audio-visual dataset type and the embedded
 //! synthetic multi-view dataset of the paper's Hypothesis 1 (§3.1), generated from a seed with
 //! no download, through the real front ends (`umt-audio`'s STFT, ImageNet normalisation of
-//! frames).
+//! frames). Real data: [`avmnist`] (AV-MNIST from MNIST + FSDD, read with [`idx`]),
+//! [`vggsound`] (the layout `cargo xtask prepare-vggsound` writes, streamed by a prefetching
+//! loader) and [`rgbd`] (NYUv2 in ESANet's layout, its augmentation, and a synthetic RGB-D
+//! scene generator for the segmentation experiment).
 //!
 //! ```
 //! use umt_data::synthetic::{generate, SyntheticConfig};
@@ -16,10 +19,14 @@
 //! # Ok::<(), umt_data::Error>(())
 //! ```
 
+pub mod avmnist;
 pub mod dataset;
 mod error;
 pub mod front_end;
+pub mod idx;
+pub mod rgbd;
 pub mod synthetic;
+pub mod vggsound;
 
 pub use dataset::{AvDataset, Batch, Views};
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod error;
 pub mod gradcheck;
+pub mod init;
 pub mod norm;
 pub mod optim;
 pub mod pool;

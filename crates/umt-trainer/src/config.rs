@@ -2,9 +2,10 @@
 //! presets (`default`, `paper`, `smoke`) and JSON overrides (`--config FILE`: any subset of
 //! fields, merged onto the preset; unknown keys are an error naming the key).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use umt_data::avmnist::PreparedInfo;
 use umt_data::synthetic::SyntheticConfig;
 use umt_resnet::StemKind;
 
@@ -52,11 +53,56 @@ pub struct TrainConfig {
     pub linear_learning_rate: f64,
 }
 
-/// Which dataset a run uses.
+/// The dataset of a run. Recorded in the run's `config.json`, so the resume check
+/// ([`crate::Error::ConfigChanged`]) and the teachers' cache keys cover it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DatasetConfig {
+    /// The embedded synthetic generator, configured by [`ExperimentConfig::synthetic`].
+    #[default]
+    Synthetic,
+    /// AV-MNIST prepared by `cargo xtask prepare-avmnist` (`umt_data::avmnist`).
+    Avmnist {
+        /// The prepared folder.
+        data_dir: PathBuf,
+        /// Its `config.json` when the run started: a folder prepared again with other
+        /// settings is refused rather than mixed into the run.
+        prepared: Box<PreparedInfo>,
+    },
+}
+
+impl DatasetConfig {
+    /// The dataset's name on the command line (`synthetic`, `avmnist`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DatasetConfig::Synthetic => "synthetic",
+            DatasetConfig::Avmnist { .. } => "avmnist",
+        }
+    }
+
+    /// AV-MNIST from the prepared folder `data_dir` (reads its `config.json`).
+    pub fn avmnist(data_dir: &Path) -> Result<Self> {
+        if !data_dir.is_dir() {
+            return Err(Error::MissingDataDir {
+                path: data_dir.to_path_buf(),
+            });
+        }
+        Ok(DatasetConfig::Avmnist {
+            data_dir: data_dir.to_path_buf(),
+            prepared: Box::new(umt_data::avmnist::read_prepared_info(data_dir)?),
+        })
+    }
+}
+
+/// Everything that determines a run: the dataset, the encoders and the training schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
-    /// The synthetic generator (the embedded default dataset).
+    /// The dataset. Default (and in `config.json` files written before it existed):
+    /// synthetic.
+    #[serde(default)]
+    pub dataset: DatasetConfig,
+    /// The synthetic generator (the embedded default dataset; unused by other datasets).
     pub synthetic: SyntheticConfig,
     /// Seed of the dataset draw (kept fixed across training seeds, as a real dataset is).
     pub data_seed: u64,
@@ -104,12 +150,47 @@ impl ExperimentConfig {
         }
     }
 
+    /// The preset `p` for `dataset`: the synthetic presets as they are; on AV-MNIST the
+    /// `default` preset is [`ExperimentConfig::avmnist_cpu`] (`paper` and `smoke` keep their
+    /// encoders and schedules).
+    pub fn preset_for(p: Preset, dataset: DatasetConfig) -> Self {
+        let base = match (&dataset, p) {
+            (DatasetConfig::Avmnist { .. }, Preset::Default) => Self::avmnist_cpu(),
+            _ => Self::preset(p),
+        };
+        Self { dataset, ..base }
+    }
+
+    /// The CPU preset for AV-MNIST (`docs/avmnist.md`; dataset field left synthetic: set it
+    /// with [`ExperimentConfig::preset_for`]): sized for the 15-minute budget of 3 seeds × 9
+    /// methods on 2 cores and chosen on a validation split carved from the training data
+    /// (`--tune-on-validation 0.25`), never on the test split.
+    pub fn avmnist_cpu() -> Self {
+        let d = Self::default_cpu();
+        Self {
+            encoder: EncoderConfig {
+                // Width 8 as the synthetic preset; torchvision's stem (the paper's, 7×7/s2 +
+                // max pool) puts `layer1` at 8×8 (audio 32×32) and 7×7 (images 28×28): a
+                // quarter of the small stem's cost.
+                base_width: 8,
+                stem: StemKind::Torchvision,
+            },
+            train: TrainConfig {
+                epochs: 6,
+                teacher_epochs: 6,
+                ..d.train
+            },
+            ..d
+        }
+    }
+
     /// The CPU default (see the field comments of [`TrainConfig`]): sized for the 15-minute
     /// budget of 3 seeds × 9 methods on 2 cores and tuned on a validation split carved from
     /// the training data (`--tune-on-validation 0.25`, never the test split; the numbers are
     /// in `docs/synthetic-dataset.md`).
     pub fn default_cpu() -> Self {
         Self {
+            dataset: DatasetConfig::Synthetic,
             synthetic: SyntheticConfig::default(),
             data_seed: 0,
             encoder: EncoderConfig {
@@ -214,7 +295,7 @@ impl ExperimentConfig {
             source,
         };
         let mut base = serde_json::to_value(&self).map_err(json_err)?;
-        merge(&mut base, patch);
+        umt_data::avmnist::merge_json(&mut base, patch);
         let cfg: Self = serde_json::from_value(base).map_err(json_err)?;
         cfg.validate()?;
         Ok(cfg)
@@ -279,23 +360,6 @@ impl ExperimentConfig {
         }
         self.synthetic.validate()?;
         Ok(())
-    }
-}
-
-/// Deep-merges `patch` into `base` (objects key by key; anything else replaces).
-fn merge(base: &mut serde_json::Value, patch: &serde_json::Value) {
-    match (base, patch) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                match b.get_mut(k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (b, p) => *b = p.clone(),
     }
 }
 

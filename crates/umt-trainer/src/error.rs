@@ -80,6 +80,23 @@ pub enum Error {
         /// The `config.json` of the existing run.
         path: PathBuf,
     },
+    /// A teacher checkpoint's card (its `umt_teacher` metadata) is missing, malformed, or does
+    /// not fit the run that wants to use it.
+    #[error("teacher {path}: {problem}")]
+    TeacherCard {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong (names the field).
+        problem: String,
+    },
+    /// `export-teachers` cannot export a run folder.
+    #[error("export: {path} {problem}")]
+    Export {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
     /// The loss became NaN or infinite: the run stops; finished stages stay on disk.
     #[error("non-finite loss {loss} in `{stage}` at epoch {epoch}, step {step}; last finished checkpoint: {last_checkpoint}")]
     NonFiniteLoss {

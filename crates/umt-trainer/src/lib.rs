@@ -39,6 +39,7 @@ mod figure;
 pub mod method;
 pub mod model;
 pub mod progress;
+pub mod publish;
 pub mod report;
 pub mod run;
 pub mod train;

@@ -3,10 +3,8 @@
 //! teachers of UMT). Weight names: `audio.*` / `video.*` (torchvision names inside), `fc`, and
 //! for Gradient-Blending the uni-modal heads `audio_fc` / `video_fc`.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module, VarBuilder, VarMap};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use umt_resnet::{ResNet, ResNetConfig, StemKind, VideoEncoder};
 
@@ -126,10 +124,10 @@ impl UniModel {
         device: &Device,
     ) -> Result<Self> {
         let vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+        // Deterministic initial values from (seed, variable name): umt_nn::init.
+        let vb = umt_nn::init::seeded_var_builder(&vars, seed, DType::F32, device);
         let encoder = Encoder::new(modality, cfg, vb.pp(modality.name()))?;
         let fc = candle_nn::linear(cfg.embedding_dim(), classes, vb.pp("fc"))?;
-        reseed(&vars, seed)?;
         Ok(Self {
             vars,
             modality,
@@ -179,7 +177,8 @@ impl FusionModel {
         device: &Device,
     ) -> Result<Self> {
         let vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+        // Deterministic initial values from (seed, variable name): umt_nn::init.
+        let vb = umt_nn::init::seeded_var_builder(&vars, seed, DType::F32, device);
         let audio = Encoder::new(Modality::Audio, cfg, vb.pp("audio"))?;
         let video = Encoder::new(Modality::Video, cfg, vb.pp("video"))?;
         let d = cfg.embedding_dim();
@@ -192,7 +191,6 @@ impl FusionModel {
         } else {
             None
         };
-        reseed(&vars, seed)?;
         Ok(Self {
             vars,
             audio,
@@ -216,49 +214,37 @@ impl FusionModel {
     }
 }
 
-/// Re-initialises every randomly initialised variable of `vars` from `seed` (candle's CPU
-/// generator cannot be seeded): a tensor whose values are not all equal is redrawn with the
-/// same mean and std — Gaussian for convolution kernels (rank 4, torchvision's Kaiming normal),
-/// uniform for the rest (linear layers' ±1/√fan_in) — in sorted name order. Constant tensors
-/// (BatchNorm γ = 1, β = 0, running statistics) are kept.
-pub fn reseed(vars: &VarMap, seed: u64) -> Result<()> {
-    let data = vars.data().lock().map_err(|_| Error::InvalidConfig {
-        field: "vars",
-        expected: "an unpoisoned VarMap".into(),
-        found: "a poisoned lock".into(),
-    })?;
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for name in names {
-        let var: &Var = &data[name];
-        let values: Vec<f32> = var.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-        let n = values.len() as f64;
-        let mean = values.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let std = (values
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(vars: &VarMap) -> Vec<(String, Vec<f32>)> {
+        let data = vars.data().lock().unwrap();
+        let mut out: Vec<(String, Vec<f32>)> = data
             .iter()
-            .map(|&x| (x as f64 - mean).powi(2))
-            .sum::<f64>()
-            / n)
-            .sqrt();
-        if values.len() < 2 || std == 0.0 {
-            continue;
-        }
-        let gaussian = var.rank() == 4;
-        let fresh: Vec<f32> = (0..values.len())
-            .map(|_| {
-                let z = if gaussian {
-                    let u1: f64 = rng.random::<f64>().max(1e-300);
-                    let u2: f64 = rng.random();
-                    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-                } else {
-                    (rng.random::<f64>() * 2.0 - 1.0) * 3f64.sqrt()
-                };
-                (mean + std * z) as f32
-            })
+            .map(|(k, v)| (k.clone(), v.flatten_all().unwrap().to_vec1().unwrap()))
             .collect();
-        let t = Tensor::from_vec(fresh, var.shape(), var.device())?.to_dtype(var.dtype())?;
-        var.set(&t)?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
-    Ok(())
+
+    #[test]
+    fn initial_weights_are_a_function_of_the_seed_only() {
+        let cfg = crate::ExperimentConfig::preset(crate::Preset::Smoke).encoder;
+        let dev = Device::Cpu;
+        let a = FusionModel::new(&cfg, 4, true, 11, &dev).unwrap();
+        let b = FusionModel::new(&cfg, 4, true, 11, &dev).unwrap();
+        let c = FusionModel::new(&cfg, 4, true, 12, &dev).unwrap();
+        assert_eq!(values(&a.vars), values(&b.vars));
+        assert_ne!(values(&a.vars), values(&c.vars));
+        // The teacher's audio encoder starts where the fusion model's does for the same seed
+        // (same variable names, same streams).
+        let t = UniModel::new(Modality::Audio, &cfg, 4, 11, &dev).unwrap();
+        let enc = |v: Vec<(String, Vec<f32>)>| -> Vec<(String, Vec<f32>)> {
+            v.into_iter()
+                .filter(|(k, _)| k.starts_with("audio."))
+                .collect()
+        };
+        assert_eq!(enc(values(&t.vars)), enc(values(&a.vars)));
+    }
 }

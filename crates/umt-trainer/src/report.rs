@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ExperimentConfig;
+use crate::config::{DatasetConfig, ExperimentConfig};
 use crate::method::Method;
 use crate::model::Modality;
 use crate::run::{write_atomic, write_json_atomic, ProbeSource, RunOptions, Runner};
@@ -15,9 +15,9 @@ use crate::{Error, Result};
 /// Datasets the commands accept, and what provides each.
 pub const DATASETS: &str = "synthetic, avmnist, vggsound";
 
-/// Checks the dataset name and data directory before anything runs. Only `synthetic` (the
-/// embedded generator) is provided by this crate; `avmnist` and `vggsound` need the loaders
-/// and the `cargo xtask prepare-avmnist` / `prepare-vggsound` commands of issue 5.
+/// Checks the dataset name and data directory before anything runs: `synthetic` (the
+/// embedded generator) takes no directory; `avmnist` needs a folder written by
+/// `cargo xtask prepare-avmnist`; `vggsound` is not provided yet (issue 5).
 pub fn check_dataset(name: &str, data_dir: Option<&Path>) -> Result<()> {
     if let Some(d) = data_dir {
         if !d.is_dir() {
@@ -37,18 +37,53 @@ pub fn check_dataset(name: &str, data_dir: Option<&Path>) -> Result<()> {
                 ),
             }),
         },
-        "avmnist" | "vggsound" => Err(Error::Dataset {
+        "avmnist" => match data_dir {
+            None => Err(Error::Dataset {
+                name: name.into(),
+                problem: "needs --data-dir DIR, a folder written by `cargo xtask \
+                          prepare-avmnist --out DIR`"
+                    .into(),
+            }),
+            Some(d) if !d.join("config.json").is_file() => Err(Error::Dataset {
+                name: name.into(),
+                problem: format!(
+                    "{} has no config.json: not a folder written by `cargo xtask \
+                     prepare-avmnist` (or its preparation did not finish)",
+                    d.display()
+                ),
+            }),
+            Some(_) => Ok(()),
+        },
+        "vggsound" => Err(Error::Dataset {
             name: name.into(),
-            problem: format!(
-                "is not provided yet: its loader and `cargo xtask prepare-{name}` are issue 5; \
-                 use `--dataset synthetic` (the embedded default)"
-            ),
+            problem: "is not provided yet: its loader and `cargo xtask prepare-vggsound` are \
+                      issue 5; use `--dataset synthetic` or `--dataset avmnist`"
+                .into(),
         }),
         other => Err(Error::Dataset {
             name: other.into(),
             problem: format!("unknown dataset; expected one of {DATASETS}"),
         }),
     }
+}
+
+/// [`check_dataset`] on the dataset of `cfg`, which must be the one called `name`.
+fn check_config_dataset(name: &str, cfg: &ExperimentConfig) -> Result<()> {
+    let data_dir = match &cfg.dataset {
+        DatasetConfig::Avmnist { data_dir, .. } => Some(data_dir.as_path()),
+        DatasetConfig::Synthetic => None,
+    };
+    check_dataset(name, data_dir)?;
+    if cfg.dataset.name() != name {
+        return Err(Error::Dataset {
+            name: name.into(),
+            problem: format!(
+                "the experiment config's dataset is `{}`",
+                cfg.dataset.name()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Mean and sample standard deviation (n − 1; 0 for a single value).
@@ -193,7 +228,7 @@ pub struct Figure2Series {
 /// Runs (or resumes) every stage of Table 2 and writes `table2.json` and `table2.md` under
 /// `opts.out_dir`.
 pub fn reproduce_table2(cfg: ExperimentConfig, opts: RunOptions, dataset: &str) -> Result<Table2> {
-    check_dataset(dataset, None)?;
+    check_config_dataset(dataset, &cfg)?;
     let t0 = Instant::now();
     let mut runner = Runner::new(cfg, opts)?;
     table2_with(&mut runner, dataset, t0)
@@ -251,7 +286,7 @@ pub fn reproduce_table1(
     opts: RunOptions,
     dataset: &str,
 ) -> Result<(Table1, Figure2)> {
-    check_dataset(dataset, None)?;
+    check_config_dataset(dataset, &cfg)?;
     let t0 = Instant::now();
     let mut runner = Runner::new(cfg, opts)?;
     table1_with(&mut runner, t0)

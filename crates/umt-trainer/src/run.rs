@@ -20,11 +20,11 @@ use candle_nn::{loss, Module};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use umt_data::synthetic::{generate, SyntheticData};
+use umt_data::synthetic::generate;
 use umt_data::AvDataset;
 use umt_nn::checkpoint::{self, CheckpointMeta};
 
-use crate::config::ExperimentConfig;
+use crate::config::{DatasetConfig, ExperimentConfig};
 use crate::error::io_err;
 use crate::method::Method;
 use crate::model::{Encoder, FusionModel, Modality, UniModel};
@@ -95,6 +95,17 @@ impl RunOptions {
     }
 }
 
+/// The data of a run: both splits ready for the models, and the standardisation of the audio.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    /// Training split (in tuning mode: what is left after carving the validation split).
+    pub train: AvDataset,
+    /// Test split (in tuning mode: the validation split).
+    pub test: AvDataset,
+    /// Mean and std of the training log-spectrograms, by which both splits were standardised.
+    pub audio_stats: (f32, f32),
+}
+
 /// A linear-evaluation source of Table 1 (the encoders of a method, or a uni-modal teacher).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProbeSource {
@@ -128,12 +139,50 @@ impl ProbeSource {
 pub struct Runner {
     cfg: ExperimentConfig,
     opts: RunOptions,
-    data: Option<Rc<SyntheticData>>,
+    data: Option<Rc<RunData>>,
     /// Stages computed by this runner (in order).
     pub stages_run: Vec<String>,
     /// Stages found finished on disk and reused.
     pub stages_reused: Vec<String>,
     last_checkpoint: String,
+    /// Teachers given from outside (a local file or a pulled hub file) instead of trained:
+    /// `[audio, video]`, with the SHA-256 of each file.
+    given: [Option<GivenTeacher>; 2],
+}
+
+/// A teacher checkpoint given to the run instead of training one ([`Runner::with_teachers`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GivenTeacher {
+    /// The checkpoint file (already resolved: a hub reference is fetched by the caller).
+    pub path: PathBuf,
+    /// Where it came from, as the user wrote it (`hf://...` or the path); recorded in results.
+    pub source: String,
+    sha256: String,
+}
+
+impl GivenTeacher {
+    /// A teacher read from `path` (hashed now, so the run folder records exactly which file
+    /// it used); `source` is the reference as the user wrote it.
+    pub fn new(path: impl Into<PathBuf>, source: impl Into<String>) -> Result<Self> {
+        let path = path.into();
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Self {
+            path,
+            source: source.into(),
+            sha256,
+        })
+    }
+}
+
+fn modality_index(m: Modality) -> usize {
+    match m {
+        Modality::Audio => 0,
+        Modality::Video => 1,
+    }
 }
 
 /// A stable 64-bit seed for `(seed, name)`.
@@ -221,6 +270,83 @@ impl Runner {
             stages_run: Vec::new(),
             stages_reused: Vec::new(),
             last_checkpoint: "none".into(),
+            given: [None, None],
+        })
+    }
+
+    /// Uses the given teachers (`[audio, video]`; `None` = train that one as usual) for every
+    /// seed instead of training them. Which files are used is part of what the run folder's
+    /// results mean: it is recorded in `teachers.json` and a later call with other teachers on
+    /// the same folder is an [`Error::ConfigChanged`]. Each file's card must fit the run
+    /// ([`crate::publish::TeacherCard::check_compatible`]); that is checked when the teacher is
+    /// first needed.
+    pub fn with_teachers(mut self, given: [Option<GivenTeacher>; 2]) -> Result<Self> {
+        let record = serde_json::json!({
+            "audio": given[0].as_ref().map(|g| serde_json::json!({"sha256": g.sha256, "source": g.source})),
+            "video": given[1].as_ref().map(|g| serde_json::json!({"sha256": g.sha256, "source": g.source})),
+        });
+        let path = self.opts.out_dir.join("teachers.json");
+        if path.exists() {
+            let previous: Option<serde_json::Value> = read_json(&path).ok();
+            // Same files (by hash) are the same run, wherever they were read from.
+            let hashes = |v: &serde_json::Value| {
+                [&v["audio"]["sha256"], &v["video"]["sha256"]].map(|x| x.as_str().map(String::from))
+            };
+            if previous.as_ref().map(hashes) != Some(hashes(&record)) {
+                return Err(Error::ConfigChanged { path });
+            }
+        } else {
+            write_json_atomic(&path, &record)?;
+        }
+        self.given = given;
+        Ok(self)
+    }
+
+    /// The dataset's name as the teacher cards record it.
+    pub fn dataset_name(&self) -> String {
+        self.cfg.dataset.name().into()
+    }
+
+    /// Class names of the dataset (index = class id).
+    pub fn class_names(&mut self) -> Result<Vec<String>> {
+        let k = self.data()?.train.num_classes();
+        Ok(match self.cfg.dataset {
+            crate::config::DatasetConfig::Avmnist { .. } => umt_data::avmnist::CLASSES
+                .iter()
+                .take(k)
+                .map(|c| c.to_string())
+                .collect(),
+            // The synthetic classes have no names: class-00, class-01, ...
+            crate::config::DatasetConfig::Synthetic => {
+                (0..k).map(|c| format!("class-{c:02}")).collect()
+            }
+        })
+    }
+
+    /// What a `modality` encoder takes as input, for the teacher cards.
+    fn input_spec(&mut self, modality: Modality) -> Result<crate::publish::InputSpec> {
+        let data = self.data()?;
+        Ok(match modality {
+            Modality::Audio => crate::publish::InputSpec {
+                shape: data.train.audio_shape().to_vec(),
+                preprocessing: "ln(1e-6 + |STFT|) magnitude spectrogram of the waveform \
+                                (umt-audio front end, parameters in the experiment config); mean and std \
+                                below are the training split's"
+                    .into(),
+                mean: vec![data.audio_stats.0],
+                std: vec![data.audio_stats.1],
+            },
+            Modality::Video => {
+                let n = umt_resnet::imagenet_normalization();
+                crate::publish::InputSpec {
+                    shape: data.train.video_shape().to_vec(),
+                    preprocessing: "RGB frames scaled to [0, 1] (umt-video clip pipeline), \
+                                    ImageNet normalisation per channel"
+                        .into(),
+                    mean: n.mean,
+                    std: n.std,
+                }
+            }
         })
     }
 
@@ -234,13 +360,42 @@ impl Runner {
         &self.opts
     }
 
-    /// The dataset (generated once per runner from `data_seed`).
-    pub fn data(&mut self) -> Result<Rc<SyntheticData>> {
+    /// The dataset of the config (loaded once per runner): the synthetic one generated from
+    /// `data_seed`, or a prepared AV-MNIST folder (refused if it was prepared again with other
+    /// settings since the run started).
+    pub fn data(&mut self) -> Result<Rc<RunData>> {
         if let Some(d) = &self.data {
             return Ok(d.clone());
         }
         let t0 = Instant::now();
-        let mut d = generate(&self.cfg.synthetic, self.cfg.data_seed)?;
+        let mut d = match &self.cfg.dataset {
+            DatasetConfig::Synthetic => {
+                let g = generate(&self.cfg.synthetic, self.cfg.data_seed)?;
+                RunData {
+                    train: g.train,
+                    test: g.test,
+                    audio_stats: g.audio_stats,
+                }
+            }
+            DatasetConfig::Avmnist { data_dir, prepared } => {
+                let a = umt_data::avmnist::load_prepared(data_dir)?;
+                if a.info != **prepared {
+                    return Err(Error::Dataset {
+                        name: "avmnist".into(),
+                        problem: format!(
+                            "{} was prepared again with other settings since this run \
+                             started; use another --out folder",
+                            data_dir.join("config.json").display()
+                        ),
+                    });
+                }
+                RunData {
+                    train: a.train,
+                    test: a.test,
+                    audio_stats: (a.info.audio_mean, a.info.audio_std),
+                }
+            }
+        };
         if let Some(f) = self.opts.validation_fraction {
             // Tuning mode: the validation split takes the place of the test split.
             let (train, val) = d.train.split_validation(f, self.cfg.data_seed)?;
@@ -249,7 +404,8 @@ impl Runner {
         }
         let d = Rc::new(d);
         self.opts.progress.log(&format!(
-            "synthetic data: {} train / {} {} samples in {:.1} s",
+            "{} data: {} train / {} {} samples in {:.1} s",
+            self.cfg.dataset.name(),
             d.train.len(),
             d.test.len(),
             self.opts.split_name(),
@@ -347,7 +503,7 @@ impl Runner {
     /// determines it.
     pub fn teacher_key(&self, modality: Modality, seed: u64) -> String {
         let t = &self.cfg.train;
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "modality": modality.name(),
             "seed": seed,
             "synthetic": self.cfg.synthetic,
@@ -360,6 +516,10 @@ impl Runner {
             "lr_decay_factor": t.lr_decay_factor,
             "validation_fraction": self.opts.validation_fraction,
         });
+        if self.cfg.dataset != DatasetConfig::Synthetic {
+            // Only real datasets add the key, so existing synthetic teachers keep theirs.
+            key["dataset"] = serde_json::json!(self.cfg.dataset);
+        }
         let digest = Sha256::digest(key.to_string().as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
@@ -367,6 +527,9 @@ impl Runner {
     /// Trains (or reuses) the uni-modal teacher of `modality` for `seed`; returns its stage
     /// result and checkpoint path.
     pub fn teacher(&mut self, modality: Modality, seed: u64) -> Result<(StageResult, PathBuf)> {
+        if let Some(given) = self.given[modality_index(modality)].clone() {
+            return self.given_teacher(modality, seed, &given);
+        }
         let rel = format!(
             "teachers/{}-seed{seed}-{}",
             modality.name(),
@@ -402,15 +565,29 @@ impl Runner {
                 },
                 |_| Ok(()),
             )?;
-            run.save(
-                &model.vars,
-                &dir.join("model.safetensors"),
-                &format!("{}-teacher", modality.name()),
-            )?;
             let logits = map_batches(&data.test, EVAL_BATCH, &dev, |b| {
                 Ok(model.forward_t(&input(b), false)?.0)
             })?;
             let (top1, per_class) = accuracy(&logits, data.test.labels(), classes)?;
+            // The checkpoint describes itself (crate::publish): usable without this folder.
+            let card = crate::publish::TeacherCard {
+                modality: modality.name().into(),
+                dataset: run.dataset_name(),
+                classes: run.class_names()?,
+                experiment: run.cfg.clone(),
+                input: run.input_spec(modality)?,
+                metrics: crate::publish::TeacherMetrics {
+                    split: run.opts.split_name(),
+                    top1,
+                    per_class_top1: per_class.clone(),
+                    epoch_losses: losses.clone(),
+                    seed,
+                },
+                code_version: crate::publish::code_version(),
+            };
+            let path = dir.join("model.safetensors");
+            checkpoint::save_varmap(&model.vars, &path, &card.to_meta(&path)?)?;
+            run.last_checkpoint = path.display().to_string();
             Ok(StageResult {
                 stage: String::new(),
                 seed,
@@ -423,6 +600,71 @@ impl Runner {
             })
         })?;
         Ok((r, ckpt))
+    }
+
+    /// The stage of a given teacher: its card checked against this run, then evaluated on
+    /// this run's evaluation split (the same file serves every seed).
+    fn given_teacher(
+        &mut self,
+        modality: Modality,
+        seed: u64,
+        given: &GivenTeacher,
+    ) -> Result<(StageResult, PathBuf)> {
+        let rel = format!("teachers/{}-given-{}", modality.name(), &given.sha256[..16]);
+        let r = self.stage(&rel, seed, |run, _dir| {
+            let data = run.data()?;
+            let classes = data.train.num_classes();
+            let meta = checkpoint::read_meta(&given.path)?;
+            let card = match crate::publish::TeacherCard::from_meta(&meta, &given.path) {
+                Ok(card) => {
+                    card.check_compatible(
+                        &given.path,
+                        modality,
+                        &run.dataset_name(),
+                        classes,
+                        &run.cfg,
+                    )?;
+                    Some(card)
+                }
+                // A file without a card (another tool's export) is used if it loads strictly.
+                Err(Error::TeacherCard { .. })
+                    if !meta.extra.contains_key(crate::publish::KEY_TEACHER) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let model = run.load_teacher(modality, &given.path, classes)?;
+            let dev = run.opts.device.clone();
+            let logits = map_batches(&data.test, EVAL_BATCH, &dev, |b| {
+                let x = match modality {
+                    Modality::Audio => &b.audio,
+                    Modality::Video => &b.video,
+                };
+                Ok(model.forward_t(x, false)?.0)
+            })?;
+            let (top1, per_class) = accuracy(&logits, data.test.labels(), classes)?;
+            Ok(StageResult {
+                stage: String::new(),
+                seed,
+                test_top1: top1,
+                train_top1: None,
+                per_class_test: per_class,
+                epoch_losses: card
+                    .as_ref()
+                    .map(|c| c.metrics.epoch_losses.clone())
+                    .unwrap_or_default(),
+                seconds: 0.0,
+                extra: serde_json::json!({
+                    "given": given.source,
+                    "sha256": given.sha256,
+                    "card_top1": card.as_ref().map(|c| c.metrics.top1),
+                    "card_seed": card.as_ref().map(|c| c.metrics.seed),
+                    "code_version": card.as_ref().map(|c| c.code_version.clone()),
+                }),
+            })
+        })?;
+        Ok((r, given.path.clone()))
     }
 
     /// Loads a teacher checkpoint strictly; a checkpoint of another architecture is an
@@ -793,7 +1035,7 @@ impl Runner {
     /// `dir/classifier.safetensors` and scores it on the training and test embeddings.
     fn fit_linear(
         &mut self,
-        data: &SyntheticData,
+        data: &RunData,
         xtr: &Tensor,
         xte: &Tensor,
         seed: u64,

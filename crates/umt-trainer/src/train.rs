@@ -2,7 +2,7 @@
 //! and the linear classifier fitted on frozen embeddings.
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::{loss, Linear, Module, Optimizer, VarBuilder, VarMap};
+use candle_nn::{loss, Linear, Module, Optimizer, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -186,9 +186,8 @@ impl LinearProbe {
             .affine(1.0, 1e-6)?;
         let z = x.broadcast_sub(&mean)?.broadcast_div(&std)?; // (N, D)
         let mut vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
+        let vb = umt_nn::init::seeded_var_builder(&vars, seed, DType::F32, &device);
         let fc = candle_nn::linear(d, classes, vb.pp("fc"))?;
-        crate::model::reseed(&vars, seed)?;
         let trainable = vars.all_vars(); // fc only
                                          // The standardisation travels with the classifier in its checkpoint (not trained).
         vb.get_with_hints((1, d), "input_mean", candle_nn::Init::Const(0.0))?;
