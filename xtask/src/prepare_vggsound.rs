@@ -17,8 +17,8 @@ pub struct Args {
     /// Folder of downloaded clips (any container ffmpeg reads).
     #[arg(long)]
     videos: PathBuf,
-    /// Output folder: clips/<id>/{frames/*.jpg,audio.wav}, classes.txt, index.jsonl,
-    /// report.jsonl (failed clips and why), prepare.json. A rerun resumes: finished clips are
+    /// Output folder: `clips/ID/{frames/*.jpg,audio.wav}`, `classes.txt`, `index.jsonl`,
+    /// `report.jsonl` (failed clips and why), `prepare.json`. A rerun resumes: finished clips are
     /// skipped.
     #[arg(long)]
     out: PathBuf,
