@@ -185,6 +185,24 @@ fn modality_index(m: Modality) -> usize {
     }
 }
 
+/// Records `value` in the run folder's `path` on the first run; on a resumed run, refuses
+/// ([`Error::ConfigChanged`]) a folder whose record is unreadable or not `same` as `value`.
+fn record_or_refuse<T: Serialize + for<'de> Deserialize<'de>>(
+    path: &Path,
+    value: &T,
+    same: impl Fn(&T, &T) -> bool,
+) -> Result<()> {
+    if !path.exists() {
+        return write_json_atomic(path, value);
+    }
+    match read_json::<T>(path) {
+        Ok(previous) if same(&previous, value) => Ok(()),
+        _ => Err(Error::ConfigChanged {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
 /// A stable 64-bit seed for `(seed, name)`.
 fn derive_seed(seed: u64, name: &str) -> u64 {
     let mut h = Sha256::new();
@@ -229,16 +247,8 @@ impl Runner {
     pub fn new(cfg: ExperimentConfig, opts: RunOptions) -> Result<Self> {
         cfg.validate()?;
         std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
-        let cfg_path = opts.out_dir.join("config.json");
-        if cfg_path.exists() {
-            // Compared as configs (JSON values would differ in the last bits of f32 fields).
-            let previous: Option<ExperimentConfig> = read_json(&cfg_path).ok();
-            if previous.as_ref() != Some(&cfg) {
-                return Err(Error::ConfigChanged { path: cfg_path });
-            }
-        } else {
-            write_json_atomic(&cfg_path, &cfg)?;
-        }
+        // Compared as configs (JSON values would differ in the last bits of f32 fields).
+        record_or_refuse(&opts.out_dir.join("config.json"), &cfg, |a, b| a == b)?;
         // The evaluation split is part of what a stage's result means: a folder of a tuning
         // run (validation split) is never resumed as a test run, nor the other way round.
         let split_path = opts.out_dir.join("evaluation.json");
@@ -255,14 +265,7 @@ impl Runner {
                 });
             }
         }
-        if split_path.exists() {
-            let previous: Option<serde_json::Value> = read_json(&split_path).ok();
-            if previous.as_ref() != Some(&split) {
-                return Err(Error::ConfigChanged { path: split_path });
-            }
-        } else {
-            write_json_atomic(&split_path, &split)?;
-        }
+        record_or_refuse(&split_path, &split, |a, b| a == b)?;
         Ok(Self {
             cfg,
             opts,
@@ -285,19 +288,13 @@ impl Runner {
             "audio": given[0].as_ref().map(|g| serde_json::json!({"sha256": g.sha256, "source": g.source})),
             "video": given[1].as_ref().map(|g| serde_json::json!({"sha256": g.sha256, "source": g.source})),
         });
-        let path = self.opts.out_dir.join("teachers.json");
-        if path.exists() {
-            let previous: Option<serde_json::Value> = read_json(&path).ok();
-            // Same files (by hash) are the same run, wherever they were read from.
-            let hashes = |v: &serde_json::Value| {
-                [&v["audio"]["sha256"], &v["video"]["sha256"]].map(|x| x.as_str().map(String::from))
-            };
-            if previous.as_ref().map(hashes) != Some(hashes(&record)) {
-                return Err(Error::ConfigChanged { path });
-            }
-        } else {
-            write_json_atomic(&path, &record)?;
-        }
+        // Same files (by hash) are the same run, wherever they were read from.
+        let hashes = |v: &serde_json::Value| {
+            [&v["audio"]["sha256"], &v["video"]["sha256"]].map(|x| x.as_str().map(String::from))
+        };
+        record_or_refuse(&self.opts.out_dir.join("teachers.json"), &record, |a, b| {
+            hashes(a) == hashes(b)
+        })?;
         self.given = given;
         Ok(self)
     }
