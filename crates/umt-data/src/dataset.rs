@@ -188,28 +188,42 @@ impl AvDataset {
     /// Splits off a validation set carved from this (training) set: a seeded, stratified
     /// `fraction` of every class goes to validation. Returns `(train, validation)`.
     pub fn split_validation(&self, fraction: f64, seed: u64) -> Result<(Self, Self)> {
-        if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(Error::InvalidConfig {
-                field: "validation_fraction",
-                expected: "a fraction in (0, 1)".into(),
-                found: fraction.to_string(),
-            });
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (mut train, mut val) = (Vec::new(), Vec::new());
-        for c in 0..self.num_classes {
-            let mut idx: Vec<usize> = (0..self.len())
-                .filter(|&i| self.labels[i] as usize == c)
-                .collect();
-            idx.shuffle(&mut rng);
-            let n_val = ((idx.len() as f64) * fraction).round() as usize;
-            val.extend_from_slice(&idx[..n_val]);
-            train.extend_from_slice(&idx[n_val..]);
-        }
-        train.sort_unstable();
-        val.sort_unstable();
+        let (train, val) = stratified_split(&self.labels, self.num_classes, fraction, seed)?;
         Ok((self.subset(&train)?, self.subset(&val)?))
     }
+}
+
+/// The indices of a seeded, stratified split of samples labelled `labels` (in
+/// `0..num_classes`): `round(fraction · n_c)` of the `n_c` samples of every class `c` go to the
+/// second list, the rest to the first; both sorted. The same for every dataset type (in-memory
+/// or streamed), so a validation split is the same whatever holds the samples.
+pub fn stratified_split(
+    labels: &[u32],
+    num_classes: usize,
+    fraction: f64,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(Error::InvalidConfig {
+            field: "validation_fraction",
+            expected: "a fraction in (0, 1)".into(),
+            found: fraction.to_string(),
+        });
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut rest, mut val) = (Vec::new(), Vec::new());
+    for c in 0..num_classes {
+        let mut idx: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i] as usize == c)
+            .collect();
+        idx.shuffle(&mut rng);
+        let n_val = ((idx.len() as f64) * fraction).round() as usize;
+        val.extend_from_slice(&idx[..n_val]);
+        rest.extend_from_slice(&idx[n_val..]);
+    }
+    rest.sort_unstable();
+    val.sort_unstable();
+    Ok((rest, val))
 }
 
 /// A gathered mini-batch (flat buffers; shapes as in [`AvDataset::gather`]).

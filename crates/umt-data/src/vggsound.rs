@@ -431,21 +431,21 @@ impl VggSound {
         epoch: u64,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let e = self.entry(i)?;
-        let (sampling, crop) = if train {
-            let s = clip_seed(seed, epoch, i as u64);
-            (
-                Sampling::Train { seed: s },
-                // A distinct stream for the audio crop.
-                Crop::Random {
-                    seed: clip_seed(s, u64::MAX, 0),
-                },
-            )
-        } else {
-            (Sampling::Eval, Crop::Start)
-        };
+        let (sampling, crop) = random_choices(i, train, seed, epoch);
         let frames_dir = e.frames_dir(&self.root);
         let video = umt_video::load_clip(&frames_dir, &self.config.video, sampling)
             .map_err(|err| Error::Video(err.to_string()))?;
+        Ok((self.spectrogram_with(e, crop)?, video.data))
+    }
+
+    /// The spectrogram of sample `i` alone, flat `(1, F, T_a)`, with the audio window that
+    /// [`VggSound::sample`] picks for the same arguments (no frame is decoded).
+    pub fn spectrogram(&self, i: usize, train: bool, seed: u64, epoch: u64) -> Result<Vec<f32>> {
+        let e = self.entry(i)?;
+        self.spectrogram_with(e, random_choices(i, train, seed, epoch).1)
+    }
+
+    fn spectrogram_with(&self, e: &IndexEntry, crop: Crop) -> Result<Vec<f32>> {
         let audio_path = e.audio_path(&self.root);
         let spec = self
             .front_end
@@ -453,8 +453,24 @@ impl VggSound {
             .map_err(|err| Error::Audio(err.to_string()))?; // (n_fft/2 + 1, T_a)
         let [_, keep, frames] = self.audio_shape();
         // Row-major [freq][frame]: the first n_fft/2 rows are every bin below Nyquist.
-        let audio = spec.as_slice()[..keep * frames].to_vec(); // (1, F, T_a)
-        Ok((audio, video.data))
+        Ok(spec.as_slice()[..keep * frames].to_vec()) // (1, F, T_a)
+    }
+
+    /// The clips at `indices` (of this split), in that order, as a split of their own (same
+    /// folder, classes and configuration). Sample `j` of the result is clip `indices[j]`.
+    pub fn subset(&self, indices: &[usize]) -> Result<Self> {
+        let entries = indices
+            .iter()
+            .map(|&i| self.entry(i).cloned())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            root: self.root.clone(),
+            classes: self.classes.clone(),
+            entries,
+            config: self.config.clone(),
+            front_end: FrontEnd::new(self.config.audio.clone())
+                .map_err(|e| Error::Audio(e.to_string()))?,
+        })
     }
 
     /// Loads the samples at `indices` into one batch: audio `(B, 1, F, T_a)`, video
@@ -487,6 +503,23 @@ impl VggSound {
             video,
             labels,
         })
+    }
+}
+
+/// The frame sampling and audio window of sample `i`: drawn from `(seed, epoch, i)` when
+/// `train`, the centre of each segment and the start of the audio otherwise.
+fn random_choices(i: usize, train: bool, seed: u64, epoch: u64) -> (Sampling, Crop) {
+    if train {
+        let s = clip_seed(seed, epoch, i as u64);
+        (
+            Sampling::Train { seed: s },
+            // A distinct stream for the audio crop.
+            Crop::Random {
+                seed: clip_seed(s, u64::MAX, 0),
+            },
+        )
+    } else {
+        (Sampling::Eval, Crop::Start)
     }
 }
 

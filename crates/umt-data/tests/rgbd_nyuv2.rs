@@ -76,6 +76,33 @@ fn loads_samples_as_plain_buffers() {
 }
 
 #[test]
+fn depth_scale_and_labels_only_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tiny_dataset(tmp.path());
+    let ds = Nyuv2Dataset::open(&root, Split::Train).unwrap();
+    assert_eq!(ds.depth_scale(), 1.0);
+    let scaled = ds.clone().with_depth_scale(0.1).unwrap();
+    let (a, b) = (ds.sample(1).unwrap(), scaled.sample(1).unwrap());
+    assert_eq!(b.depth[2 * 6 + 3], a.depth[2 * 6 + 3] * 0.1); // 1302 -> 130.2 mm
+    assert_eq!(a.rgb, b.rgb);
+    let (labels, h, w) = ds.labels(1).unwrap();
+    assert_eq!((labels, h, w), (a.labels, 4, 6));
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(matches!(
+            ds.clone().with_depth_scale(bad),
+            Err(Error::InvalidConfig {
+                field: "depth_scale",
+                ..
+            })
+        ));
+    }
+    assert!(matches!(
+        ds.labels(5),
+        Err(Error::IndexOutOfRange { index: 5, len: 2 })
+    ));
+}
+
+#[test]
 fn label_outside_range_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tiny_dataset(tmp.path());

@@ -223,6 +223,19 @@ struct EncoderOut {
     depth_features: Vec<Tensor>,
 }
 
+impl EncoderOut {
+    /// The same tensors cut from the graph (a frozen encoder).
+    fn detach(self) -> Self {
+        let detach_all = |v: Vec<Tensor>| v.iter().map(Tensor::detach).collect();
+        Self {
+            layer4: self.layer4.detach(),
+            skips: self.skips.map(|t| t.detach()),
+            rgb_features: detach_all(self.rgb_features),
+            depth_features: detach_all(self.depth_features),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Model
 // ---------------------------------------------------------------------------------------------
@@ -490,6 +503,35 @@ impl EsaNet {
         depth: Option<&Tensor>,
         train: bool,
     ) -> Result<EsaNetOutput> {
+        self.forward_impl(rgb, depth, train, train, false)
+    }
+
+    /// [`EsaNet::forward_t`] with the encoder frozen, as a linear probe trains a new decoder
+    /// on it (the paper's Table 4): the encoder part (the encoder(s), the fusion or uni-modal
+    /// SE modules between its stages) runs with its BatchNorm in training mode only when
+    /// `encoder_bn_train` (eval mode: running statistics used and left unchanged), and its
+    /// outputs are detached, so no gradient reaches it. The skip adapters, context module
+    /// and decoder run with `train`.
+    pub fn forward_frozen_encoder_t(
+        &self,
+        rgb: Option<&Tensor>,
+        depth: Option<&Tensor>,
+        encoder_bn_train: bool,
+        train: bool,
+    ) -> Result<EsaNetOutput> {
+        self.forward_impl(rgb, depth, encoder_bn_train, train, true)
+    }
+
+    /// The forward pass with the encoder's BatchNorm mode `enc_train` and the rest's
+    /// `train`; `detach_encoder` cuts the gradient at the encoder's outputs.
+    fn forward_impl(
+        &self,
+        rgb: Option<&Tensor>,
+        depth: Option<&Tensor>,
+        enc_train: bool,
+        train: bool,
+        detach_encoder: bool,
+    ) -> Result<EsaNetOutput> {
         let name = self.config.modality.model_name();
         let need = |x, input| required(x, name, input);
         let enc = match &self.encoders {
@@ -511,7 +553,7 @@ impl EsaNet {
                         found: depth.dims().to_vec(),
                     });
                 }
-                Self::encode_rgbd(enc_rgb, enc_depth, fusion.as_deref(), rgb, depth, train)?
+                Self::encode_rgbd(enc_rgb, enc_depth, fusion.as_deref(), rgb, depth, enc_train)?
             }
             Encoders::One { encoder, se } => {
                 let (x, input, c) = match self.config.modality {
@@ -521,7 +563,8 @@ impl EsaNet {
                     _ => (need(rgb, "rgb")?, "ESANet rgb input", RGB_CHANNELS),
                 };
                 Self::check_input(input, x, c)?;
-                let (layer4, skips, feats) = Self::encode_one(encoder, se.as_deref(), x, train)?;
+                let (layer4, skips, feats) =
+                    Self::encode_one(encoder, se.as_deref(), x, enc_train)?;
                 let (rgb_features, depth_features) = match self.config.modality {
                     Modality::Depth => (Vec::new(), feats),
                     _ => (feats, Vec::new()),
@@ -534,6 +577,7 @@ impl EsaNet {
                 }
             }
         };
+        let enc = if detach_encoder { enc.detach() } else { enc };
         let mut adapted = Vec::with_capacity(3);
         for (skip, layer) in enc.skips.iter().zip(&self.skip_layers) {
             adapted.push(match layer {

@@ -3,7 +3,9 @@
 //!
 //! On CPU (f32 and f64) the convolution is a candle custom op with its own forward and backward
 //! (im2col + GEMM forward, GEMM + col2im input gradient, per-sample GEMM weight gradient summed
-//! per thread, 1×1 stride-1 convolutions straight to GEMM); see `conv/cpu.rs`. It is several
+//! per thread, 1×1 stride-1 convolutions straight to GEMM); see `conv/cpu.rs`. The backward
+//! skips the gradient of an operand outside the autograd graph (`Tensor::track_op`), e.g. the
+//! input images of a stem convolution. It is several
 //! times faster than candle 0.11's builtin backward (`conv_transpose2d` loop) and fixes its
 //! stride > 1 gradient for H and W of different parity. Rectangular kernels, paddings, strides
 //! and dilations are supported through [`Conv2dParams`] and [`conv2d_with_params`].

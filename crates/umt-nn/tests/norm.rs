@@ -1,11 +1,12 @@
 //! The fused training BatchNorm (`umt_nn::norm`): finite-difference gradients (f64) with and
 //! without the fused ReLU, and agreement with candle's own `BatchNorm::forward_t` (outputs,
-//! gradients, running statistics).
+//! gradients, running statistics); the same for `batch_norm_add_relu` (a ResNet block's
+//! `relu(bn(x) + shortcut)`) against candle's BatchNorm, `+` and `relu`.
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{BatchNorm, ModuleT};
 use umt_nn::gradcheck::{check_gradients, GradCheck};
-use umt_nn::norm::{batch_norm, batch_norm_relu};
+use umt_nn::norm::{batch_norm, batch_norm_add_relu, batch_norm_relu};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -158,5 +159,108 @@ fn wrong_channel_count_is_an_error() -> TestResult {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("more than one value per channel"), "{err}");
+    Ok(())
+}
+
+/// Finite differences of `relu(bn(x) + r)` with respect to x, γ, β and r (f64), odd sizes.
+#[test]
+fn batch_norm_add_relu_gradients() -> TestResult {
+    for (i, &shape) in [(2usize, 3usize, 4usize, 5usize), (3, 2, 3, 3), (4, 5, 1, 1)]
+        .iter()
+        .enumerate()
+    {
+        let (n, c, h, w) = shape;
+        let len = n * c * h * w;
+        let x = Tensor::from_vec(values(len, i as u64), shape, &Device::Cpu)?;
+        let r = Tensor::from_vec(values(len, 20 + i as u64), shape, &Device::Cpu)?;
+        let g = Tensor::from_vec(values(c, 50 + i as u64), c, &Device::Cpu)?.affine(0.5, 1.0)?;
+        let b = Tensor::from_vec(values(c, 90 + i as u64), c, &Device::Cpu)?;
+        let f = |xs: &[Tensor]| {
+            let bn = bn_from(c, &xs[1], &xs[2])?;
+            batch_norm_add_relu(&bn, &xs[0], &xs[3], true)
+        };
+        check_gradients(f, &[x, g, b, r], GradCheck::default())
+            .map_err(|e| format!("batch_norm_add_relu {shape:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Same outputs, gradients and running statistics as candle's BatchNorm, `+` and `relu`, f32.
+#[test]
+fn batch_norm_add_relu_matches_candle() -> TestResult {
+    let (n, c, h, w) = (3, 5, 4, 7);
+    let len = n * c * h * w;
+    let dev = Device::Cpu;
+    let f32s = |v: Vec<f64>, k: f64, off: f64| -> Vec<f32> {
+        v.into_iter().map(|x| (x * k + off) as f32).collect()
+    };
+    let x = Var::from_vec(f32s(values(len, 1), 3.0, 0.5), (n, c, h, w), &dev)?;
+    let r = Var::from_vec(f32s(values(len, 2), 1.0, 0.0), (n, c, h, w), &dev)?;
+    let g = Var::from_vec(f32s(values(c, 3), 1.0, 1.5), c, &dev)?;
+    let b = Var::from_vec(f32s(values(c, 4), 1.0, 0.0), c, &dev)?;
+    let weights = Tensor::from_vec(f32s(values(len, 5), 1.0, 0.0), (n, c, h, w), &dev)?;
+    let run = |fused: bool| -> candle_core::Result<Outcome> {
+        let bn = BatchNorm::new_with_momentum(
+            c,
+            Tensor::zeros(c, DType::F32, &dev)?.affine(1.0, 0.2)?,
+            Tensor::ones(c, DType::F32, &dev)?,
+            g.as_tensor().clone(),
+            b.as_tensor().clone(),
+            1e-5,
+            0.1,
+        )?;
+        let y = if fused {
+            batch_norm_add_relu(&bn, x.as_tensor(), r.as_tensor(), true)?
+        } else {
+            (bn.forward_t(x.as_tensor(), true)? + r.as_tensor())?.relu()?
+        };
+        let grads = (&y * &weights)?.sum_all()?.backward()?;
+        let grad = |v: &Var| -> candle_core::Result<Vec<f32>> {
+            match grads.get(v) {
+                Some(t) => t.flatten_all()?.to_vec1(),
+                None => candle_core::bail!("missing gradient"),
+            }
+        };
+        Ok((
+            y.flatten_all()?.to_vec1()?,
+            vec![grad(&x)?, grad(&g)?, grad(&b)?, grad(&r)?],
+            bn.running_mean().to_vec1()?,
+            bn.running_var().to_vec1()?,
+        ))
+    };
+    let (y0, g0, m0, v0) = run(false)?;
+    let (y1, g1, m1, v1) = run(true)?;
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let err = a
+            .iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 2e-4, "{what}: max abs difference {err}");
+    };
+    close(&y0, &y1, "output");
+    for (i, what) in ["dx", "dgamma", "dbeta", "dresidual"].iter().enumerate() {
+        close(&g0[i], &g1[i], what);
+    }
+    close(&m0, &m1, "running_mean");
+    close(&v0, &v1, "running_var");
+    Ok(())
+}
+
+#[test]
+fn batch_norm_add_relu_shape_mismatch_is_an_error() -> TestResult {
+    let g = Tensor::ones(3, DType::F32, &Device::Cpu)?;
+    let bn = bn_from(3, &g, &g.zeros_like()?)?;
+    let x = Tensor::ones((2, 3, 2, 2), DType::F32, &Device::Cpu)?;
+    let r = Tensor::ones((2, 3, 2, 1), DType::F32, &Device::Cpu)?;
+    let err = batch_norm_add_relu(&bn, &x, &r, true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("residual") && err.contains("[2, 3, 2, 1]"),
+        "{err}"
+    );
     Ok(())
 }

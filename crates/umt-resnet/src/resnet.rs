@@ -353,17 +353,20 @@ fn shortcut(
     }
 }
 
-/// `relu(y + shortcut(x))`: `y (B, C_out, H/s, W/s)`, `x (B, C_in, H, W)`.
-fn add_shortcut(
+/// `relu(bn(y) + shortcut(x))` (BatchNorm, residual add and ReLU fused in one op):
+/// `y (B, C_out, H/s, W/s)`, `x (B, C_in, H, W)`.
+fn bn_add_shortcut(
+    bn: &BatchNorm,
     y: &Tensor,
     x: &Tensor,
     downsample: Option<&Downsample>,
     train: bool,
 ) -> candle_core::Result<Tensor> {
-    match downsample {
-        Some(d) => (y + d.forward_t(x, train)?)?.relu(), // (B, C_out, H/s, W/s)
-        None => (y + x)?.relu(),
-    }
+    let shortcut = match downsample {
+        Some(d) => d.forward_t(x, train)?, // (B, C_out, H/s, W/s)
+        None => x.clone(),
+    };
+    norm::batch_norm_add_relu(bn, y, &shortcut, train)
 }
 
 /// torchvision's `BasicBlock` (expansion 1): conv3x3/s → BN → ReLU → conv3x3 → BN → + shortcut
@@ -420,8 +423,7 @@ impl ModuleT for BasicBlock {
         let y = self.conv1.forward(x)?; // (B, C_out, H/s, W/s)
         let y = norm::batch_norm_relu(&self.bn1, &y, train)?;
         let y = self.conv2.forward(&y)?;
-        let y = norm::batch_norm(&self.bn2, &y, train)?;
-        add_shortcut(&y, x, self.downsample.as_ref(), train)
+        bn_add_shortcut(&self.bn2, &y, x, self.downsample.as_ref(), train)
     }
 }
 
@@ -517,8 +519,7 @@ impl ModuleT for NonBottleneck1D {
         let y = norm::batch_norm_relu(&self.bn1, &y, train)?;
         let y = self.conv3x1_2.forward(&y)?.relu()?;
         let y = self.conv1x3_2.forward(&y)?;
-        let y = norm::batch_norm(&self.bn2, &y, train)?;
-        add_shortcut(&y, x, self.downsample.as_ref(), train)
+        bn_add_shortcut(&self.bn2, &y, x, self.downsample.as_ref(), train)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use umt_data::rgbd::augment::AugmentConfig;
+use umt_data::rgbd::nyuv2::{DepthKind, NYUV2_NUM_CLASSES};
 use umt_data::rgbd::synthetic::{SyntheticRgbdConfig, SYNTHETIC_CLASS_NAMES};
 use umt_esanet::EsaNetConfig;
 
@@ -90,12 +91,75 @@ pub struct UmtConfig {
     pub taps: Vec<usize>,
 }
 
+/// How the frozen encoder's BatchNorm layers run while a Table 4 probe trains its decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrozenBn {
+    /// Eval mode: running statistics used and left untouched, so the encoder is measured
+    /// exactly as it was trained (weights and statistics frozen).
+    Eval,
+    /// Training mode: batch statistics, running statistics re-estimated on the probe's
+    /// batches (PyTorch's `requires_grad=False` under `model.train()`).
+    Train,
+}
+
 /// The frozen-encoder probes of Table 4.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
     /// Epochs of training the new decoder (the paper does not say; our choice: as `train`).
     pub epochs: usize,
+    /// BatchNorm mode of the frozen encoder (the paper does not say; our choice: `eval`,
+    /// since Table 4 measures the encoder as trained: frozen weights and statistics).
+    pub frozen_bn: FrozenBn,
+}
+
+/// Where the images come from.
+// One value per run: boxing the generator config would buy nothing but noise at every use.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum DataConfig {
+    /// The embedded synthetic RGB-D rooms (docs/rgbd-data.md), rendered on demand.
+    Synthetic {
+        /// The generator (its size must equal the model input size, its 10 classes the
+        /// model's).
+        generator: SyntheticRgbdConfig,
+    },
+    /// NYUv2 (40 classes) in the layout `cargo xtask prepare-nyuv2` writes; the folder is a
+    /// run option (`RunOptions::data_dir`, recorded in the output folder's `data.json`),
+    /// not part of the configuration. Images whose size differs from the model input are
+    /// resized to it first (RGB bilinear, depth and labels nearest; a no-op at 480×640).
+    Nyuv2 {
+        /// Depth folder: `refined` (`depth/`, ESANet's default) or `raw` (`depth_raw/`).
+        depth: DepthKind,
+        /// Factor from depth PNG values to mm (1 for NYUv2 as prepared; 0.1 for ESANet's
+        /// sample pair).
+        depth_scale: f32,
+        /// Train on the first N ids of `train.txt` only (`None`: all 795; our smoke preset
+        /// uses 16).
+        max_train_samples: Option<usize>,
+        /// Test on the first N ids of `test.txt` only (`None`: all 654).
+        max_test_samples: Option<usize>,
+    },
+}
+
+impl DataConfig {
+    /// `synthetic` or `nyuv2`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Synthetic { .. } => "synthetic",
+            Self::Nyuv2 { .. } => "nyuv2",
+        }
+    }
+
+    /// Number of classes K of the data (labels `1..=K`).
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Self::Synthetic { .. } => SYNTHETIC_CLASS_NAMES.len(),
+            Self::Nyuv2 { .. } => NYUV2_NUM_CLASSES,
+        }
+    }
 }
 
 /// Everything that determines the results of a run.
@@ -106,9 +170,10 @@ pub struct SegExperimentConfig {
     pub preset: String,
     /// The RGB-D model; the uni-modal teachers and probes use it with another modality.
     pub model: EsaNetConfig,
-    /// The embedded synthetic RGB-D data (its size must equal the model input size).
-    pub data: SyntheticRgbdConfig,
-    /// Seed of the data generator (the scenes; independent of the training seeds).
+    /// The data: the embedded synthetic scenes or NYUv2.
+    pub data: DataConfig,
+    /// Seed of the synthetic scenes and of the validation carve in tuning mode (independent
+    /// of the training seeds).
     pub data_seed: u64,
     /// Training settings.
     pub train: TrainConfig,
@@ -119,6 +184,36 @@ pub struct SegExperimentConfig {
 }
 
 impl SegExperimentConfig {
+    /// A preset by name on NYUv2 instead of the synthetic scenes ([`Self::with_nyuv2`]).
+    pub fn preset_nyuv2(name: &str) -> Result<Self> {
+        Ok(Self::preset(name)?.with_nyuv2())
+    }
+
+    /// The same recipe on NYUv2 (refined depth, scale 1): 40 classes at the preset's model
+    /// size (480×640 for `paper`: the reference; the CPU presets resize the images to their
+    /// 96×128 or 64×64). `smoke` uses the first 16 train / 8 test ids; the others all.
+    pub fn with_nyuv2(mut self) -> Self {
+        let (max_train_samples, max_test_samples) = match &self.data {
+            DataConfig::Synthetic { generator } if self.preset == "smoke" => {
+                (Some(generator.train_samples), Some(generator.test_samples))
+            }
+            DataConfig::Nyuv2 {
+                max_train_samples,
+                max_test_samples,
+                ..
+            } => (*max_train_samples, *max_test_samples),
+            DataConfig::Synthetic { .. } => (None, None),
+        };
+        self.data = DataConfig::Nyuv2 {
+            depth: DepthKind::Refined,
+            depth_scale: 1.0,
+            max_train_samples,
+            max_test_samples,
+        };
+        self.model = self.model.with_num_classes(NYUV2_NUM_CLASSES);
+        self
+    }
+
     /// A preset by name: `smoke`, `cpu` or `paper`.
     pub fn preset(name: &str) -> Result<Self> {
         match name {
@@ -135,8 +230,8 @@ impl SegExperimentConfig {
 
     /// The reference recipe (notes §3): ESANet-R34-NBt1D at 480×640, SGD Nesterov lr 0.01,
     /// weight decay 1e-4, OneCycle, batch 8, 500 epochs, median-frequency weights,
-    /// augmentation; on the synthetic data at 480×640 with NYUv2's split sizes (the NYUv2
-    /// loader is not wired into this trainer yet). A GPU run.
+    /// augmentation; on the synthetic data at 480×640 with NYUv2's split sizes
+    /// ([`Self::with_nyuv2`] for NYUv2 itself). A GPU run.
     pub fn paper() -> Self {
         let data = SyntheticRgbdConfig {
             height: 480,
@@ -148,7 +243,7 @@ impl SegExperimentConfig {
             model: EsaNetConfig::paper()
                 .with_input_size(data.height, data.width)
                 .with_num_classes(SYNTHETIC_CLASS_NAMES.len()),
-            data,
+            data: DataConfig::Synthetic { generator: data },
             data_seed: 0,
             train: TrainConfig {
                 epochs: 500,
@@ -170,7 +265,10 @@ impl SegExperimentConfig {
                 lambda_rgb: 1.0,
                 taps: vec![0, 1, 2, 3, 4],
             },
-            probe: ProbeConfig { epochs: 500 },
+            probe: ProbeConfig {
+                epochs: 500,
+                frozen_bn: FrozenBn::Eval,
+            },
         }
     }
 
@@ -189,7 +287,7 @@ impl SegExperimentConfig {
             model: EsaNetConfig::cpu()
                 .with_input_size(data.height, data.width)
                 .with_num_classes(SYNTHETIC_CLASS_NAMES.len()),
-            data,
+            data: DataConfig::Synthetic { generator: data },
             train: TrainConfig {
                 epochs: 8,
                 optimizer: OptimizerConfig::Adam {
@@ -198,7 +296,10 @@ impl SegExperimentConfig {
                 },
                 ..paper.train
             },
-            probe: ProbeConfig { epochs: 8 },
+            probe: ProbeConfig {
+                epochs: 8,
+                ..paper.probe
+            },
             ..paper
         }
     }
@@ -222,7 +323,7 @@ impl SegExperimentConfig {
         Self {
             preset: "smoke".into(),
             model,
-            data,
+            data: DataConfig::Synthetic { generator: data },
             train: TrainConfig {
                 epochs: 1,
                 batch_size: 4,
@@ -231,7 +332,10 @@ impl SegExperimentConfig {
                 class_weighting: ClassWeighting::None,
                 ..cpu.train
             },
-            probe: ProbeConfig { epochs: 1 },
+            probe: ProbeConfig {
+                epochs: 1,
+                ..cpu.probe
+            },
             ..cpu
         }
     }
@@ -256,18 +360,44 @@ impl SegExperimentConfig {
             })
         };
         self.model.validate()?;
-        self.data.validate()?;
-        if (self.model.height, self.model.width) != (self.data.height, self.data.width) {
-            return bad(
-                "model.height/width",
-                &format!("the data size {}x{}", self.data.height, self.data.width),
-                format!("{}x{}", self.model.height, self.model.width),
-            );
+        match &self.data {
+            DataConfig::Synthetic { generator } => {
+                generator.validate()?;
+                if (self.model.height, self.model.width) != (generator.height, generator.width) {
+                    return bad(
+                        "model.height/width",
+                        &format!("the data size {}x{}", generator.height, generator.width),
+                        format!("{}x{}", self.model.height, self.model.width),
+                    );
+                }
+            }
+            DataConfig::Nyuv2 {
+                depth_scale,
+                max_train_samples,
+                max_test_samples,
+                ..
+            } => {
+                if !(depth_scale.is_finite() && *depth_scale > 0.0) {
+                    return bad(
+                        "data.depth_scale",
+                        "a finite positive factor (PNG value to mm)",
+                        depth_scale.to_string(),
+                    );
+                }
+                if *max_train_samples == Some(0) || *max_test_samples == Some(0) {
+                    return bad(
+                        "data.max_train_samples/max_test_samples",
+                        "null or > 0",
+                        format!("{max_train_samples:?} / {max_test_samples:?}"),
+                    );
+                }
+            }
         }
-        if self.model.num_classes != SYNTHETIC_CLASS_NAMES.len() {
+        let classes = self.data.num_classes();
+        if self.model.num_classes != classes {
             return bad(
                 "model.num_classes",
-                &format!("{} (the synthetic classes)", SYNTHETIC_CLASS_NAMES.len()),
+                &format!("{classes} (the {} classes)", self.data.name()),
                 self.model.num_classes.to_string(),
             );
         }
@@ -286,10 +416,15 @@ impl SegExperimentConfig {
                 format!("{} / {}", t.epochs, self.probe.epochs),
             );
         }
-        if t.batch_size == 0 || t.batch_size > self.data.train_samples {
+        let max_batch = match &self.data {
+            DataConfig::Synthetic { generator } => generator.train_samples,
+            // Checked against the images found when the data is opened.
+            DataConfig::Nyuv2 { .. } => usize::MAX,
+        };
+        if t.batch_size == 0 || t.batch_size > max_batch {
             return bad(
                 "train.batch_size",
-                &format!("in 1..={} (the training scenes)", self.data.train_samples),
+                &format!("in 1..={max_batch} (the training scenes)"),
                 t.batch_size.to_string(),
             );
         }

@@ -62,6 +62,37 @@ pub enum Error {
         /// The loss value.
         loss: f64,
     },
+    /// The NYUv2 folder, a split list or an image is missing.
+    #[error(
+        "{what} not found: {path}; write the NYUv2 folder with `cargo xtask prepare-nyuv2 \
+         --mat nyu_depth_v2_labeled.mat --splits splits.mat --out DIR` and pass `--data-dir DIR`"
+    )]
+    Nyuv2Missing {
+        /// The missing file or folder.
+        path: PathBuf,
+        /// What it should have been.
+        what: &'static str,
+    },
+    /// A checkpoint tensor has another shape than the model's variable.
+    #[error("{path}: tensor `{key}` has shape {found:?}, the model expects {expected:?}")]
+    TensorShape {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The key in the checkpoint.
+        key: String,
+        /// The model's shape.
+        expected: Vec<usize>,
+        /// The file's shape.
+        found: Vec<usize>,
+    },
+    /// A checkpoint holds a tensor the model does not have.
+    #[error("{path}: unexpected tensor `{key}` (the model has no such variable)")]
+    UnexpectedTensor {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The key in the checkpoint.
+        key: String,
+    },
     /// A checkpoint lacks a tensor a model needs.
     #[error("{path}: missing tensor `{key}`")]
     MissingTensor {

@@ -1,37 +1,23 @@
 //! Behaviour of the segmentation trainer on tiny runs (32×32 scenes, a handful of images,
 //! one epoch).
 
+mod common;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use common::tiny;
 use umt_esanet::{loss, EsaNet, Modality};
 use umt_nn::optim::{trainable_vars, Adam, AdamConfig, Optimizer, ParamGroup};
 use umt_segtrainer::{
-    table3, table4, Error, Predictors, RunOptions, SegExperimentConfig, SegRunner, UmtDistiller,
+    table3, table4, Error, FrozenBn, Predictors, ProbeSource, RunOptions, SegExperimentConfig,
+    SegRunner, UmtDistiller,
 };
 
-fn tiny() -> SegExperimentConfig {
-    let mut cfg = SegExperimentConfig::smoke();
-    cfg.preset = "test".into();
-    cfg.data.height = 32;
-    cfg.data.width = 32;
-    cfg.data.train_samples = 4;
-    cfg.data.test_samples = 2;
-    cfg.model = cfg.model.with_input_size(32, 32);
-    cfg.model.base_width = 4;
-    cfg.model.decoder_channels = [16, 8, 8];
-    cfg.train.batch_size = 2;
-    cfg.train.eval_batch_size = 2;
-    cfg.umt.taps = vec![1, 4];
-    cfg
-}
-
 fn opts(dir: &std::path::Path) -> RunOptions {
-    RunOptions {
-        out_dir: dir.to_path_buf(),
-        device: Device::Cpu,
-        verbose: false,
-    }
+    let mut o = RunOptions::new(dir, Device::Cpu);
+    o.verbose = false;
+    o
 }
 
 /// Both tables run end to end, write JSON with the documented schema, and a rerun reuses
@@ -286,5 +272,63 @@ fn non_finite_loss_stops_with_a_clear_error() -> Result<()> {
     assert!(err.to_string().contains("seed-0/esanet-depth"));
     assert!(!dir.path().join("seed-0/esanet-depth/result.json").exists());
     assert!(dir.path().join("config.json").exists());
+    Ok(())
+}
+
+/// Table 4's probe with `frozen_bn: eval` leaves every tensor of the frozen encoder, BatchNorm
+/// running statistics included, bit-identical to the source network's depth encoder; with
+/// `frozen_bn: train` the weights stay but the running statistics move (so the check can fail).
+#[test]
+fn probe_leaves_the_frozen_encoder_bit_identical_in_eval_mode() -> Result<()> {
+    let device = Device::Cpu;
+    for (frozen_bn, stats_identical) in [(FrozenBn::Eval, true), (FrozenBn::Train, false)] {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = tiny();
+        cfg.probe.frozen_bn = frozen_bn;
+        let mut runner = SegRunner::new(cfg, opts(dir.path()))?;
+        runner.probe(ProbeSource::RgbdDepth, 0)?;
+        let src = umt_nn::checkpoint::load_tensors(
+            &dir.path().join("seed-0/esanet-rgbd/model.safetensors"),
+            &device,
+        )?;
+        let probe = umt_nn::checkpoint::load_tensors(
+            &dir.path().join("seed-0/probe-rgbd-depth/model.safetensors"),
+            &device,
+        )?;
+        let (mut weights, mut stats) = (0, 0);
+        for (name, t) in &probe {
+            let Some(rest) = name.strip_prefix("encoder.") else {
+                continue;
+            };
+            let s = src
+                .get(&format!("encoder_depth.{rest}"))
+                .ok_or_else(|| anyhow::anyhow!("source lacks encoder_depth.{rest}"))?;
+            let same = t.flatten_all()?.to_vec1::<f32>()? == s.flatten_all()?.to_vec1::<f32>()?;
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                stats += 1;
+                if stats_identical {
+                    assert!(same, "{frozen_bn:?}: `{name}` changed");
+                }
+            } else {
+                weights += 1;
+                assert!(same, "{frozen_bn:?}: `{name}` changed");
+            }
+        }
+        assert!(
+            weights > 10 && stats > 10,
+            "{weights} weights, {stats} statistics"
+        );
+        if !stats_identical {
+            let moved = probe.iter().any(|(name, t)| {
+                name.starts_with("encoder.")
+                    && name.ends_with("running_mean")
+                    && src
+                        .get(&name.replacen("encoder.", "encoder_depth.", 1))
+                        .and_then(|s| s.flatten_all().ok()?.to_vec1::<f32>().ok())
+                        != t.flatten_all().ok().and_then(|t| t.to_vec1::<f32>().ok())
+            });
+            assert!(moved, "frozen_bn train left every running mean unchanged");
+        }
+    }
     Ok(())
 }

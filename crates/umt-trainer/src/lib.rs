@@ -1,6 +1,8 @@
 //! The Uni-Modal Teacher trainer (Du et al., §2.2 and §4.1): late-fusion models, all nine
 //! methods of Table 2, the linear evaluation of Table 1 and Figure 2, in resumable runs whose
-//! stages (teachers, methods, probes) are checkpointed as safetensors.
+//! stages (teachers, methods, probes) are checkpointed as safetensors. Every stage reads its
+//! mini-batches through [`source::DataSource`]: in memory (synthetic data, AV-MNIST) or
+//! streamed from a prepared VGGSound folder by prefetching worker threads.
 //!
 //! ```no_run
 //! use candle_core::Device;
@@ -42,6 +44,7 @@ pub mod progress;
 pub mod publish;
 pub mod report;
 pub mod run;
+pub mod source;
 pub mod train;
 
 pub use config::{ExperimentConfig, Preset, TrainConfig};

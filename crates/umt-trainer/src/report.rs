@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DatasetConfig, ExperimentConfig};
+use crate::config::ExperimentConfig;
 use crate::method::Method;
 use crate::model::Modality;
 use crate::run::{write_atomic, write_json_atomic, ProbeSource, RunOptions, Runner};
@@ -17,7 +17,8 @@ pub const DATASETS: &str = "synthetic, avmnist, vggsound";
 
 /// Checks the dataset name and data directory before anything runs: `synthetic` (the
 /// embedded generator) takes no directory; `avmnist` needs a folder written by
-/// `cargo xtask prepare-avmnist`; `vggsound` is not provided yet (issue 5).
+/// `cargo xtask prepare-avmnist`; `vggsound` one written by `cargo xtask prepare-vggsound`
+/// (with its `classes.txt` and `index.jsonl`).
 pub fn check_dataset(name: &str, data_dir: Option<&Path>) -> Result<()> {
     if let Some(d) = data_dir {
         if !d.is_dir() {
@@ -54,12 +55,16 @@ pub fn check_dataset(name: &str, data_dir: Option<&Path>) -> Result<()> {
             }),
             Some(_) => Ok(()),
         },
-        "vggsound" => Err(Error::Dataset {
-            name: name.into(),
-            problem: "is not provided yet: its loader and `cargo xtask prepare-vggsound` are \
-                      issue 5; use `--dataset synthetic` or `--dataset avmnist`"
-                .into(),
-        }),
+        "vggsound" => match data_dir {
+            None => Err(Error::Dataset {
+                name: name.into(),
+                problem: "needs --data-dir DIR, a folder written by `cargo xtask \
+                          prepare-vggsound --out DIR` (docs/vggsound.md)"
+                    .into(),
+            }),
+            // Names the missing classes.txt / index.jsonl and the command that writes them.
+            Some(d) => crate::config::vggsound_index_sha256(d).map(|_| ()),
+        },
         other => Err(Error::Dataset {
             name: other.into(),
             problem: format!("unknown dataset; expected one of {DATASETS}"),
@@ -69,11 +74,7 @@ pub fn check_dataset(name: &str, data_dir: Option<&Path>) -> Result<()> {
 
 /// [`check_dataset`] on the dataset of `cfg`, which must be the one called `name`.
 fn check_config_dataset(name: &str, cfg: &ExperimentConfig) -> Result<()> {
-    let data_dir = match &cfg.dataset {
-        DatasetConfig::Avmnist { data_dir, .. } => Some(data_dir.as_path()),
-        DatasetConfig::Synthetic => None,
-    };
-    check_dataset(name, data_dir)?;
+    check_dataset(name, cfg.dataset.data_dir())?;
     if cfg.dataset.name() != name {
         return Err(Error::Dataset {
             name: name.into(),

@@ -21,7 +21,6 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use umt_data::synthetic::generate;
-use umt_data::AvDataset;
 use umt_nn::checkpoint::{self, CheckpointMeta};
 
 use crate::config::{DatasetConfig, ExperimentConfig};
@@ -29,13 +28,9 @@ use crate::error::io_err;
 use crate::method::Method;
 use crate::model::{Encoder, FusionModel, Modality, UniModel};
 use crate::progress::Progress;
-use crate::train::{
-    accuracy, device_batch, feature_mse, map_batches, train_epochs, LinearProbe, Schedule,
-};
+use crate::source::DataSource;
+use crate::train::{accuracy, feature_mse, map_batches, train_epochs, LinearProbe, Schedule};
 use crate::{Error, Result};
-
-/// Evaluation batch size (forward only).
-const EVAL_BATCH: usize = 256;
 
 /// What a finished stage records (`result.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,14 +90,15 @@ impl RunOptions {
     }
 }
 
-/// The data of a run: both splits ready for the models, and the standardisation of the audio.
+/// The data of a run: both splits ready for the models (in memory or streamed, see
+/// [`crate::source`]), and the standardisation of the audio.
 #[derive(Debug, Clone)]
 pub struct RunData {
     /// Training split (in tuning mode: what is left after carving the validation split).
-    pub train: AvDataset,
+    pub train: DataSource,
     /// Test split (in tuning mode: the validation split).
-    pub test: AvDataset,
-    /// Mean and std of the training log-spectrograms, by which both splits were standardised.
+    pub test: DataSource,
+    /// Mean and std of the training log-spectrograms, by which both splits are standardised.
     pub audio_stats: (f32, f32),
 }
 
@@ -247,8 +243,11 @@ impl Runner {
     pub fn new(cfg: ExperimentConfig, opts: RunOptions) -> Result<Self> {
         cfg.validate()?;
         std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
-        // Compared as configs (JSON values would differ in the last bits of f32 fields).
-        record_or_refuse(&opts.out_dir.join("config.json"), &cfg, |a, b| a == b)?;
+        // Compared as configs (JSON values would differ in the last bits of f32 fields),
+        // leaving out what changes no result (a streamed dataset's loader threads).
+        record_or_refuse(&opts.out_dir.join("config.json"), &cfg, |a, b| {
+            a.result_relevant() == b.result_relevant()
+        })?;
         // The evaluation split is part of what a stage's result means: a folder of a tuning
         // run (validation split) is never resumed as a test run, nor the other way round.
         let split_path = opts.out_dir.join("evaluation.json");
@@ -306,7 +305,12 @@ impl Runner {
 
     /// Class names of the dataset (index = class id).
     pub fn class_names(&mut self) -> Result<Vec<String>> {
-        let k = self.data()?.train.num_classes();
+        let data = self.data()?;
+        if let DataSource::Stream(s) = &data.train {
+            // VGGSound: the prepared folder's `classes.txt`.
+            return Ok(s.dataset().classes().to_vec());
+        }
+        let k = data.train.num_classes();
         Ok(match self.cfg.dataset {
             crate::config::DatasetConfig::Avmnist { .. } => umt_data::avmnist::CLASSES
                 .iter()
@@ -314,7 +318,7 @@ impl Runner {
                 .map(|c| c.to_string())
                 .collect(),
             // The synthetic classes have no names: class-00, class-01, ...
-            crate::config::DatasetConfig::Synthetic => {
+            crate::config::DatasetConfig::Synthetic | DatasetConfig::Vggsound { .. } => {
                 (0..k).map(|c| format!("class-{c:02}")).collect()
             }
         })
@@ -335,13 +339,23 @@ impl Runner {
             },
             Modality::Video => {
                 let n = umt_resnet::imagenet_normalization();
+                let imagenet = "RGB frames scaled to [0, 1] (umt-video clip pipeline), \
+                                ImageNet normalisation per channel";
+                let (preprocessing, mean, std) = match &self.cfg.dataset {
+                    // VGGSound's frame normalisation is a config field (ImageNet by default).
+                    DatasetConfig::Vggsound { front_end, .. } => (
+                        "RGB frames scaled to [0, 1] (umt-video clip pipeline), normalised \
+                         per channel by the mean and std below",
+                        front_end.video.normalization.mean.to_vec(),
+                        front_end.video.normalization.std.to_vec(),
+                    ),
+                    _ => (imagenet, n.mean, n.std),
+                };
                 crate::publish::InputSpec {
                     shape: data.train.video_shape().to_vec(),
-                    preprocessing: "RGB frames scaled to [0, 1] (umt-video clip pipeline), \
-                                    ImageNet normalisation per channel"
-                        .into(),
-                    mean: n.mean,
-                    std: n.std,
+                    preprocessing: preprocessing.into(),
+                    mean,
+                    std,
                 }
             }
         })
@@ -369,8 +383,8 @@ impl Runner {
             DatasetConfig::Synthetic => {
                 let g = generate(&self.cfg.synthetic, self.cfg.data_seed)?;
                 RunData {
-                    train: g.train,
-                    test: g.test,
+                    train: g.train.into(),
+                    test: g.test.into(),
                     audio_stats: g.audio_stats,
                 }
             }
@@ -387,11 +401,12 @@ impl Runner {
                     });
                 }
                 RunData {
-                    train: a.train,
-                    test: a.test,
+                    train: a.train.into(),
+                    test: a.test.into(),
                     audio_stats: (a.info.audio_mean, a.info.audio_std),
                 }
             }
+            DatasetConfig::Vggsound { .. } => self.vggsound_data()?,
         };
         if let Some(f) = self.opts.validation_fraction {
             // Tuning mode: the validation split takes the place of the test split.
@@ -410,6 +425,30 @@ impl Runner {
         ));
         self.data = Some(d.clone());
         Ok(d)
+    }
+
+    /// The streamed VGGSound splits ([`crate::source::open_vggsound`]).
+    fn vggsound_data(&self) -> Result<RunData> {
+        let (train, test, stats) = crate::source::open_vggsound(
+            &self.cfg.dataset,
+            self.cfg.data_seed,
+            &self.opts.out_dir,
+        )?;
+        self.opts.progress.log(&format!(
+            "vggsound audio mean {:.4}, std {:.4} from {} training clips ({})",
+            stats.mean,
+            stats.std,
+            stats.clips,
+            self.opts
+                .out_dir
+                .join(crate::source::AUDIO_STATS_FILE)
+                .display()
+        ));
+        Ok(RunData {
+            train,
+            test,
+            audio_stats: (stats.mean, stats.std),
+        })
     }
 
     fn append_log(&self, line: &str) -> Result<()> {
@@ -515,7 +554,7 @@ impl Runner {
         });
         if self.cfg.dataset != DatasetConfig::Synthetic {
             // Only real datasets add the key, so existing synthetic teachers keep theirs.
-            key["dataset"] = serde_json::json!(self.cfg.dataset);
+            key["dataset"] = serde_json::json!(self.cfg.dataset.result_relevant());
         }
         let digest = Sha256::digest(key.to_string().as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
@@ -562,7 +601,7 @@ impl Runner {
                 },
                 |_| Ok(()),
             )?;
-            let logits = map_batches(&data.test, EVAL_BATCH, &dev, |b| {
+            let logits = map_batches(&data.test, &dev, |b| {
                 Ok(model.forward_t(&input(b), false)?.0)
             })?;
             let (top1, per_class) = accuracy(&logits, data.test.labels(), classes)?;
@@ -633,7 +672,7 @@ impl Runner {
             };
             let model = run.load_teacher(modality, &given.path, classes)?;
             let dev = run.opts.device.clone();
-            let logits = map_batches(&data.test, EVAL_BATCH, &dev, |b| {
+            let logits = map_batches(&data.test, &dev, |b| {
                 let x = match modality {
                     Modality::Audio => &b.audio,
                     Modality::Video => &b.video,
@@ -739,16 +778,15 @@ impl Runner {
             let last = t.gb_estimation_epochs - 1;
             // losses[e][set][head]: set 0 = fit, 1 = val; head 0 fused, 1 audio, 2 video.
             let mut snapshots: Vec<[[f64; 3]; 2]> = Vec::new();
-            let head_losses = |model: &FusionModel, ds: &AvDataset| -> Result<[f64; 3]> {
+            let head_losses = |model: &FusionModel, ds: &DataSource| -> Result<[f64; 3]> {
                 let mut sums = [0.0f64; 3];
-                let idx: Vec<usize> = (0..ds.len()).collect();
-                for chunk in idx.chunks(EVAL_BATCH) {
-                    let b = device_batch(ds, chunk, &dev)?;
+                for b in ds.eval_batches(ds.eval_batch_size(), &dev)? {
+                    let b = b?;
                     let e = model.embed(&b.audio, &b.video, false)?;
                     let logits = gb_logits(model, &e.audio, &e.video)?;
                     for (h, l) in logits.iter().enumerate() {
                         let ce = loss::cross_entropy(l, &b.labels)?.to_scalar::<f32>()?;
-                        sums[h] += ce as f64 * chunk.len() as f64;
+                        sums[h] += ce as f64 * b.labels.dims1()? as f64;
                     }
                 }
                 Ok(sums.map(|s| s / ds.len() as f64))
@@ -863,8 +901,8 @@ impl Runner {
                 found: "missing".into(),
             });
         };
-        let embed = |ds: &AvDataset| {
-            map_batches(ds, EVAL_BATCH, &dev, |b| {
+        let embed = |ds: &DataSource| {
+            map_batches(ds, &dev, |b| {
                 Ok(Tensor::cat(
                     &[ta.embed(&b.audio, false)?, tv.embed(&b.video, false)?],
                     1,
@@ -948,7 +986,7 @@ impl Runner {
             |_| Ok(()),
         )?;
         self.save(&model.vars, &dir.join("model.safetensors"), method.slug())?;
-        let logits = map_batches(&data.test, EVAL_BATCH, &dev, |b| {
+        let logits = map_batches(&data.test, &dev, |b| {
             let e = model.embed(&b.audio, &b.video, false)?;
             model.classify(&e.audio, &e.video)
         })?;
@@ -1011,8 +1049,8 @@ impl Runner {
             };
             let data = run.data()?;
             let dev = run.opts.device.clone();
-            let embed = |ds: &AvDataset| {
-                map_batches(ds, EVAL_BATCH, &dev, |b| {
+            let embed = |ds: &DataSource| {
+                map_batches(ds, &dev, |b| {
                     encoder.embed(
                         if modality == Modality::Audio {
                             &b.audio

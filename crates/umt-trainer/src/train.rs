@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use umt_data::AvDataset;
 
 use crate::progress::Progress;
+use crate::source::DataSource;
 use crate::{Error, Result};
 
 /// A mini-batch on the device: audio `(B, 1, F, T_a)`, video `(B, T, 3, H, W)`, labels `(B)`.
@@ -50,19 +51,21 @@ pub struct Schedule {
     pub decay_every: usize,
     /// ... by this factor.
     pub decay_factor: f64,
-    /// Seed of the batch order (and of any per-step randomness).
+    /// Seed of the batch order (and of any per-step randomness; a streamed split also seeds
+    /// each sample's frame and audio choices from it).
     pub seed: u64,
     /// The most recent checkpoint of the run, named in a NaN error.
     pub last_checkpoint: String,
 }
 
 /// Runs `schedule.epochs` epochs of Adam over `params` on shuffled mini-batches of `data`
-/// (a final batch smaller than 2 is skipped: BatchNorm needs two samples). `loss_fn(batch, rng)`
-/// returns the scalar loss; `on_epoch_end(epoch)` runs after every epoch. Returns the mean training loss of every epoch. A non-finite loss
-/// stops with [`Error::NonFiniteLoss`] naming the stage, epoch and step.
+/// ([`DataSource::train_batches`]; a final batch smaller than 2 is skipped: BatchNorm needs two
+/// samples). `loss_fn(batch, rng)` returns the scalar loss; `on_epoch_end(epoch)` runs after
+/// every epoch. Returns the mean training loss of every epoch. A non-finite loss stops with
+/// [`Error::NonFiniteLoss`] naming the stage, epoch and step.
 pub fn train_epochs(
     schedule: &Schedule,
-    data: &AvDataset,
+    data: &DataSource,
     params: Vec<Var>,
     device: &Device,
     progress: &Progress,
@@ -85,14 +88,14 @@ pub fn train_epochs(
     for epoch in 0..schedule.epochs {
         let decays = (epoch / schedule.decay_every) as i32;
         opt.set_learning_rate(schedule.learning_rate * schedule.decay_factor.powi(decays));
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        order.shuffle(&mut rng);
         let (mut sum, mut count) = (0.0f64, 0usize);
-        for chunk in order.chunks(schedule.batch_size) {
-            if chunk.len() < 2 {
+        let batches =
+            data.train_batches(epoch, schedule.batch_size, schedule.seed, &mut rng, device)?;
+        for batch in batches {
+            let batch = batch?;
+            if batch.labels.dims1()? < 2 {
                 continue;
             }
-            let batch = device_batch(data, chunk, device)?;
             let loss = loss_fn(&batch, &mut rng)?;
             let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
             if !value.is_finite() {
@@ -119,18 +122,24 @@ pub fn train_epochs(
     Ok(epoch_losses)
 }
 
-/// Applies `f` to `data` in evaluation batches and concatenates the results along dim 0.
+/// Applies `f` to `data` in evaluation batches ([`DataSource::eval_batches`] of
+/// [`DataSource::eval_batch_size`]) and concatenates the results along dim 0.
 pub fn map_batches(
-    data: &AvDataset,
-    batch_size: usize,
+    data: &DataSource,
     device: &Device,
     mut f: impl FnMut(&DeviceBatch) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let mut outs = Vec::new();
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch_size.max(1)) {
+    for batch in data.eval_batches(data.eval_batch_size(), device)? {
         // Evaluation only: cut the graph so nothing downstream backpropagates into the model.
-        outs.push(f(&device_batch(data, chunk, device)?)?.detach());
+        outs.push(f(&batch?)?.detach());
+    }
+    if outs.is_empty() {
+        return Err(Error::InvalidConfig {
+            field: "dataset",
+            expected: "a split with at least one sample".into(),
+            found: "an empty split".into(),
+        });
     }
     Ok(Tensor::cat(&outs, 0)?)
 }

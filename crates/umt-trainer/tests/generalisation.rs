@@ -7,6 +7,7 @@ use candle_core::Device;
 use candle_nn::loss;
 use umt_data::synthetic::{generate, SyntheticConfig};
 use umt_trainer::model::{EncoderConfig, Modality, UniModel};
+use umt_trainer::source::DataSource;
 use umt_trainer::train::{accuracy, map_batches, train_epochs, DeviceBatch, Schedule};
 use umt_trainer::Progress;
 
@@ -19,6 +20,7 @@ fn easy_audio_teacher_generalises_and_eval_mode_agrees() {
     cfg.audio.tone_amp_min = 1.0;
     let data = generate(&cfg, 0).unwrap();
     let (train, val) = data.train.split_validation(0.25, 0).unwrap();
+    let (train, val) = (DataSource::from(train), DataSource::from(val));
     let dev = Device::Cpu;
     let enc = EncoderConfig {
         base_width: 4,
@@ -50,11 +52,9 @@ fn easy_audio_teacher_generalises_and_eval_mode_agrees() {
     )
     .unwrap();
     assert!(losses.iter().all(|l| l.is_finite()));
-    let top1 = |d: &umt_data::AvDataset, train_mode: bool| {
-        let logits = map_batches(d, 128, &dev, |b| {
-            Ok(model.forward_t(&b.audio, train_mode)?.0)
-        })
-        .unwrap();
+    let top1 = |d: &DataSource, train_mode: bool| {
+        let logits =
+            map_batches(d, &dev, |b| Ok(model.forward_t(&b.audio, train_mode)?.0)).unwrap();
         accuracy(&logits, d.labels(), classes).unwrap().0
     };
     let (train_eval, train_train) = (top1(&train, false), top1(&train, true));

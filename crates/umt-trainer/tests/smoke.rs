@@ -221,7 +221,7 @@ fn datasets_and_data_dirs_are_checked() {
     assert!(check_dataset("synthetic", None).is_ok());
     let e = check_dataset("vggsound", None).unwrap_err();
     assert!(
-        e.to_string().contains("issue 5") && e.to_string().contains("prepare-vggsound"),
+        e.to_string().contains("--data-dir") && e.to_string().contains("prepare-vggsound"),
         "{e}"
     );
     let e = check_dataset("avmnist", None).unwrap_err();

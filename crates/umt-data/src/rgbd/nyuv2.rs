@@ -105,6 +105,7 @@ pub struct Nyuv2Dataset {
     root: PathBuf,
     split: Split,
     depth_kind: DepthKind,
+    depth_scale: f32,
     files: Vec<Nyuv2Files>,
 }
 
@@ -166,8 +167,40 @@ impl Nyuv2Dataset {
             root: root.to_path_buf(),
             split,
             depth_kind,
+            depth_scale: 1.0,
             files,
         })
+    }
+
+    /// The same split with depth PNG values multiplied by `depth_scale` to give millimetres
+    /// (1.0, the default, for NYUv2 as prepared; 0.1 for ESANet's sample pair in
+    /// `shared/data/rgbd-sample`, whose values are tenths of a millimetre). A scale that is not
+    /// finite and positive is [`Error::InvalidConfig`].
+    pub fn with_depth_scale(mut self, depth_scale: f32) -> Result<Self> {
+        if !(depth_scale.is_finite() && depth_scale > 0.0) {
+            return Err(Error::InvalidConfig {
+                field: "depth_scale",
+                expected: "a finite positive factor (raw depth value to mm)".into(),
+                found: depth_scale.to_string(),
+            });
+        }
+        self.depth_scale = depth_scale;
+        Ok(self)
+    }
+
+    /// The factor from depth PNG values to millimetres.
+    pub fn depth_scale(&self) -> f32 {
+        self.depth_scale
+    }
+
+    /// The labels of sample `index` alone (`(H, W)`, checked to `0..=40`) and their size,
+    /// without decoding RGB and depth (class-frequency statistics).
+    pub fn labels(&self, index: usize) -> Result<(Vec<u8>, usize, usize)> {
+        let files = self.files.get(index).ok_or(Error::IndexOutOfRange {
+            index,
+            len: self.files.len(),
+        })?;
+        load_labels(&files.labels, NYUV2_NUM_CLASSES)
     }
 
     /// The dataset root.
@@ -195,7 +228,16 @@ impl Nyuv2Dataset {
 /// [`load_rgbd_pair`] (depth already in mm, scale 1), labels checked to `0..=num_classes`,
 /// all three the same size.
 pub fn load_sample(files: &Nyuv2Files, num_classes: usize) -> Result<RgbdSample> {
-    let pair = load_rgbd_pair(&files.rgb, &files.depth, 1.0)?;
+    load_sample_scaled(files, num_classes, 1.0)
+}
+
+/// [`load_sample`] with depth PNG values multiplied by `depth_scale` (to millimetres).
+pub fn load_sample_scaled(
+    files: &Nyuv2Files,
+    num_classes: usize,
+    depth_scale: f32,
+) -> Result<RgbdSample> {
+    let pair = load_rgbd_pair(&files.rgb, &files.depth, depth_scale)?;
     let (labels, lh, lw) = load_labels(&files.labels, num_classes)?;
     check_size(
         &files.labels,
@@ -230,6 +272,6 @@ impl RgbdDataset for Nyuv2Dataset {
             index,
             len: self.files.len(),
         })?;
-        load_sample(files, NYUV2_NUM_CLASSES)
+        load_sample_scaled(files, NYUV2_NUM_CLASSES, self.depth_scale)
     }
 }

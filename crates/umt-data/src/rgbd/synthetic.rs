@@ -856,6 +856,11 @@ impl SyntheticRgbd {
         self.cfg.height
     }
 
+    /// The split rendered.
+    pub fn split(&self) -> Split {
+        self.split
+    }
+
     /// Image width W.
     pub fn width(&self) -> usize {
         self.cfg.width

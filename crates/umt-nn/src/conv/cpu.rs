@@ -17,14 +17,61 @@ pub(crate) trait Element:
     Copy + Default + Send + Sync + 'static + std::ops::AddAssign + PartialEq
 {
     const ONE: Self;
+
+    /// Runs `f` on a scratch buffer of `len` elements with unspecified contents (see
+    /// [`with_scratch`]).
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
+}
+
+/// Largest scratch buffer kept per thread between calls, in elements (64 MiB of f32); larger
+/// ones are freed after use.
+const SCRATCH_KEEP_ELEMS: usize = 16 << 20;
+
+/// Runs `f` on the first `len` elements of this thread's cached buffer (grown when too short;
+/// its contents are whatever an earlier call left, so `f` must overwrite what it reads). The
+/// buffer is taken out of the cell during `f`, so a nested call on the same thread (a rayon
+/// worker that steals another kernel's job while it waits) simply gets a fresh one. Reusing
+/// the buffer saves the zero-filling and page faults of a new im2col matrix per sample.
+fn with_scratch<T: Copy + Default, R>(
+    cell: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let mut buf = cell.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    if buf.len() < len {
+        buf = vec![T::default(); len];
+    }
+    let out = f(&mut buf[..len]);
+    if buf.len() <= SCRATCH_KEEP_ELEMS {
+        cell.with(|c| {
+            let mut cached = c.borrow_mut();
+            if cached.len() < buf.len() {
+                *cached = buf;
+            }
+        });
+    }
+    out
+}
+
+thread_local! {
+    static SCRATCH_F32: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH_F64: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Element for f32 {
     const ONE: Self = 1.0;
+
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+        with_scratch(&SCRATCH_F32, len, f)
+    }
 }
 
 impl Element for f64 {
     const ONE: Self = 1.0;
+
+    fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
+        with_scratch(&SCRATCH_F64, len, f)
+    }
 }
 
 /// Row-major matrix operand: pointer, row stride, column stride.
@@ -226,12 +273,17 @@ fn all_threads() -> Parallelism {
 /// `x (B, C, P)` → `(C, B·P)`, columns `(b, p)`.
 fn pack<T: Element>(x: &[T], b: usize, c: usize, p: usize) -> Vec<T> {
     let mut out = vec![T::default(); x.len()];
+    pack_into(x, b, c, p, &mut out);
+    out
+}
+
+/// [`pack`] into `out` (`B·C·P` elements, all overwritten).
+fn pack_into<T: Element>(x: &[T], b: usize, c: usize, p: usize, out: &mut [T]) {
     out.par_chunks_mut(b * p).enumerate().for_each(|(ci, row)| {
         for (bi, seg) in row.chunks_mut(p).enumerate() {
             seg.copy_from_slice(&x[(bi * c + ci) * p..][..p]);
         }
     });
-    out
 }
 
 /// `(C, B·P)` → `x (B, C, P)` (the inverse of [`pack`]).
@@ -247,16 +299,26 @@ fn unpack<T: Element>(packed: &[T], b: usize, c: usize, p: usize) -> Vec<T> {
     out
 }
 
-/// The packed columns of the whole batch: `x (B, C_in, H, W)` → `(C_in·kH·kW, B·OH·OW)`
-/// (for 1×1 stride-1 convolutions simply `x` packed).
-fn packed_cols<T: Element>(x: &[T], g: &Geometry) -> Vec<T> {
+/// Runs `f` on the packed columns of the whole batch: `x (B, C_in, H, W)` →
+/// `(C_in·kH·kW, B·OH·OW)` (for 1×1 stride-1 convolutions simply `x` packed), built in this
+/// thread's scratch buffer.
+fn with_packed_cols<T: Element, R>(x: &[T], g: &Geometry, f: impl FnOnce(&[T]) -> R) -> R {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
-    if g.is_pointwise() {
-        return pack(x, g.b, g.c_in, hw_in);
-    }
+    T::with_scratch(g.c_in * g.kh * g.kw * g.b * hw_out, |cols| {
+        if g.is_pointwise() {
+            pack_into(x, g.b, g.c_in, hw_in, cols);
+        } else {
+            packed_cols_into(x, g, cols);
+        }
+        f(cols)
+    })
+}
+
+/// The packed im2col of [`with_packed_cols`] into `cols` (all elements overwritten).
+fn packed_cols_into<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let ld = g.b * hw_out;
     let per_channel = g.kh * g.kw * ld;
-    let mut cols = vec![T::default(); g.c_in * per_channel];
     cols.par_chunks_mut(per_channel)
         .enumerate()
         .for_each(|(c, rows)| {
@@ -265,38 +327,38 @@ fn packed_cols<T: Element>(x: &[T], g: &Geometry) -> Vec<T> {
                 im2col_channel(xc, &mut rows[b * hw_out..], ld, g);
             }
         });
-    cols
 }
 
 fn forward_packed<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let hw_out = g.oh * g.ow;
     let (kg, cog, n) = (g.k_group(), g.c_out / g.groups, g.b * hw_out);
-    let cols = packed_cols(x, g);
     let mut y = vec![T::default(); g.c_out * n]; // (C_out, B·OH·OW)
-    for gi in 0..g.groups {
-        // SAFETY: (cog, n) ⊂ y, (cog, kg) ⊂ w, (kg, n) ⊂ cols.
-        unsafe {
-            matmul(
-                cog,
-                n,
-                kg,
-                y[gi * cog * n..].as_mut_ptr(),
-                n,
-                false,
-                Mat {
-                    ptr: w[gi * cog * kg..].as_ptr(),
-                    rs: kg as isize,
-                    cs: 1,
-                },
-                Mat {
-                    ptr: cols[gi * kg * n..].as_ptr(),
-                    rs: n as isize,
-                    cs: 1,
-                },
-                all_threads(),
-            )
+    with_packed_cols(x, g, |cols| {
+        for gi in 0..g.groups {
+            // SAFETY: (cog, n) ⊂ y, (cog, kg) ⊂ w, (kg, n) ⊂ cols.
+            unsafe {
+                matmul(
+                    cog,
+                    n,
+                    kg,
+                    y[gi * cog * n..].as_mut_ptr(),
+                    n,
+                    false,
+                    Mat {
+                        ptr: w[gi * cog * kg..].as_ptr(),
+                        rs: kg as isize,
+                        cs: 1,
+                    },
+                    Mat {
+                        ptr: cols[gi * kg * n..].as_ptr(),
+                        rs: n as isize,
+                        cs: 1,
+                    },
+                    all_threads(),
+                )
+            }
         }
-    }
+    });
     unpack(&y, g.b, g.c_out, hw_out)
 }
 
@@ -304,77 +366,82 @@ fn input_grad_packed<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let (kg, cog, n) = (g.k_group(), g.c_out / g.groups, g.b * hw_out);
     let dyp = pack(dy, g.b, g.c_out, hw_out); // (C_out, B·OH·OW)
-    let mut dcols = vec![T::default(); g.groups * kg * n]; // (C_in·kH·kW, B·OH·OW)
-    for gi in 0..g.groups {
-        // dcols_g (kg, n) = w_gᵀ (kg, cog) · dy_g (cog, n).
-        // SAFETY: all three operands lie inside their buffers.
-        unsafe {
-            matmul(
-                kg,
-                n,
-                cog,
-                dcols[gi * kg * n..].as_mut_ptr(),
-                n,
-                false,
-                Mat {
-                    ptr: w[gi * cog * kg..].as_ptr(),
-                    rs: 1,
-                    cs: kg as isize,
-                },
-                Mat {
-                    ptr: dyp[gi * cog * n..].as_ptr(),
-                    rs: n as isize,
-                    cs: 1,
-                },
-                all_threads(),
-            )
+                                              // dcols (C_in·kH·kW, B·OH·OW): every element written by the GEMMs.
+    T::with_scratch(g.groups * kg * n, |dcols| {
+        for gi in 0..g.groups {
+            // dcols_g (kg, n) = w_gᵀ (kg, cog) · dy_g (cog, n).
+            // SAFETY: all three operands lie inside their buffers.
+            unsafe {
+                matmul(
+                    kg,
+                    n,
+                    cog,
+                    dcols[gi * kg * n..].as_mut_ptr(),
+                    n,
+                    false,
+                    Mat {
+                        ptr: w[gi * cog * kg..].as_ptr(),
+                        rs: 1,
+                        cs: kg as isize,
+                    },
+                    Mat {
+                        ptr: dyp[gi * cog * n..].as_ptr(),
+                        rs: n as isize,
+                        cs: 1,
+                    },
+                    all_threads(),
+                )
+            }
         }
-    }
-    if g.is_pointwise() {
-        return unpack(&dcols, g.b, g.c_in, hw_in);
-    }
-    let mut dx = vec![T::default(); g.b * g.c_in * hw_in];
-    let per_channel = g.kh * g.kw * n;
-    dx.par_chunks_mut(hw_in)
-        .enumerate()
-        .for_each(|(plane, dxc)| {
-            let (b, c) = (plane / g.c_in, plane % g.c_in);
-            col2im_channel(&dcols[c * per_channel + b * hw_out..], n, dxc, g);
-        });
-    dx
+        if g.is_pointwise() {
+            return unpack(dcols, g.b, g.c_in, hw_in);
+        }
+        let mut dx = vec![T::default(); g.b * g.c_in * hw_in];
+        let per_channel = g.kh * g.kw * n;
+        let dcols = &*dcols;
+        dx.par_chunks_mut(hw_in)
+            .enumerate()
+            .for_each(|(plane, dxc)| {
+                let (b, c) = (plane / g.c_in, plane % g.c_in);
+                col2im_channel(&dcols[c * per_channel + b * hw_out..], n, dxc, g);
+            });
+        dx
+    })
 }
 
 fn weight_grad_packed<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
     let hw_out = g.oh * g.ow;
     let (kg, cog, n) = (g.k_group(), g.c_out / g.groups, g.b * hw_out);
-    let cols = packed_cols(x, g); // (C_in·kH·kW, B·OH·OW)
     let dyp = pack(dy, g.b, g.c_out, hw_out); // (C_out, B·OH·OW)
     let mut dw = vec![T::default(); g.c_out * kg];
-    for gi in 0..g.groups {
-        // dw_g (cog, kg) = dy_g (cog, n) · cols_gᵀ (n, kg).
-        // SAFETY: all three operands lie inside their buffers.
-        unsafe {
-            matmul(
-                cog,
-                kg,
-                n,
-                dw[gi * cog * kg..].as_mut_ptr(),
-                kg,
-                false,
-                Mat {
-                    ptr: dyp[gi * cog * n..].as_ptr(),
-                    rs: n as isize,
-                    cs: 1,
-                },
-                Mat {
-                    ptr: cols[gi * kg * n..].as_ptr(),
-                    rs: 1,
-                    cs: n as isize,
-                },
-                all_threads(),
-            )
+    // cols: (C_in·kH·kW, B·OH·OW)
+    with_packed_cols(x, g, |cols| {
+        for gi in 0..g.groups {
+            // dw_g (cog, kg) = dy_g (cog, n) · cols_gᵀ (n, kg).
+            // SAFETY: all three operands lie inside their buffers.
+            unsafe {
+                matmul(
+                    cog,
+                    kg,
+                    n,
+                    dw[gi * cog * kg..].as_mut_ptr(),
+                    kg,
+                    false,
+                    Mat {
+                        ptr: dyp[gi * cog * n..].as_ptr(),
+                        rs: n as isize,
+                        cs: 1,
+                    },
+                    Mat {
+                        ptr: cols[gi * kg * n..].as_ptr(),
+                        rs: 1,
+                        cs: n as isize,
+                    },
+                    all_threads(),
+                )
+            }
         }
-    }
+    });
     dw
 }
 
@@ -426,45 +493,43 @@ fn forward_per_sample<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     y.par_chunks_mut(plan.chunk * g.c_out * hw_out)
         .enumerate()
         .for_each(|(ci, ychunk)| {
-            let mut cols = if direct {
-                Vec::new()
-            } else {
-                vec![T::default(); g.groups * kg * hw_out]
-            };
-            for (bi, yb) in ychunk.chunks_mut(g.c_out * hw_out).enumerate() {
-                let b = ci * plan.chunk + bi;
-                let xb = &x[b * g.c_in * hw_in..(b + 1) * g.c_in * hw_in];
-                let src: &[T] = if direct {
-                    xb
-                } else {
-                    im2col(xb, &mut cols, g);
-                    &cols
-                };
-                for gi in 0..g.groups {
-                    // SAFETY: (cog, hw_out) ⊂ yb, (cog, kg) ⊂ w, (kg, hw_out) ⊂ src.
-                    unsafe {
-                        matmul(
-                            cog,
-                            hw_out,
-                            kg,
-                            yb[gi * cog * hw_out..].as_mut_ptr(),
-                            hw_out,
-                            false,
-                            Mat {
-                                ptr: w[gi * cog * kg..].as_ptr(),
-                                rs: kg as isize,
-                                cs: 1,
-                            },
-                            Mat {
-                                ptr: src[gi * kg * hw_out..].as_ptr(),
-                                rs: hw_out as isize,
-                                cs: 1,
-                            },
-                            plan.gemm,
-                        )
+            let scratch = if direct { 0 } else { g.groups * kg * hw_out };
+            T::with_scratch(scratch, |cols| {
+                for (bi, yb) in ychunk.chunks_mut(g.c_out * hw_out).enumerate() {
+                    let b = ci * plan.chunk + bi;
+                    let xb = &x[b * g.c_in * hw_in..(b + 1) * g.c_in * hw_in];
+                    let src: &[T] = if direct {
+                        xb
+                    } else {
+                        im2col(xb, cols, g);
+                        cols
+                    };
+                    for gi in 0..g.groups {
+                        // SAFETY: (cog, hw_out) ⊂ yb, (cog, kg) ⊂ w, (kg, hw_out) ⊂ src.
+                        unsafe {
+                            matmul(
+                                cog,
+                                hw_out,
+                                kg,
+                                yb[gi * cog * hw_out..].as_mut_ptr(),
+                                hw_out,
+                                false,
+                                Mat {
+                                    ptr: w[gi * cog * kg..].as_ptr(),
+                                    rs: kg as isize,
+                                    cs: 1,
+                                },
+                                Mat {
+                                    ptr: src[gi * kg * hw_out..].as_ptr(),
+                                    rs: hw_out as isize,
+                                    cs: 1,
+                                },
+                                plan.gemm,
+                            )
+                        }
                     }
                 }
-            }
+            });
         });
     y
 }
@@ -490,44 +555,42 @@ fn input_grad_per_sample<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
     dx.par_chunks_mut(plan.chunk * g.c_in * hw_in)
         .enumerate()
         .for_each(|(ci, dxchunk)| {
-            let mut cols = if direct {
-                Vec::new()
-            } else {
-                vec![T::default(); g.groups * kg * hw_out]
-            };
-            for (bi, dxb) in dxchunk.chunks_mut(g.c_in * hw_in).enumerate() {
-                let b = ci * plan.chunk + bi;
-                let dyb = &dy[b * g.c_out * hw_out..(b + 1) * g.c_out * hw_out];
-                let dst: &mut [T] = if direct { &mut *dxb } else { &mut cols };
-                for gi in 0..g.groups {
-                    // dcols_g (kg, hw_out) = w_gᵀ (kg, cog) · dy_g (cog, hw_out).
-                    // SAFETY: all three operands lie inside their buffers.
-                    unsafe {
-                        matmul(
-                            kg,
-                            hw_out,
-                            cog,
-                            dst[gi * kg * hw_out..].as_mut_ptr(),
-                            hw_out,
-                            false,
-                            Mat {
-                                ptr: w[gi * cog * kg..].as_ptr(),
-                                rs: 1,
-                                cs: kg as isize,
-                            },
-                            Mat {
-                                ptr: dyb[gi * cog * hw_out..].as_ptr(),
-                                rs: hw_out as isize,
-                                cs: 1,
-                            },
-                            plan.gemm,
-                        )
+            let scratch = if direct { 0 } else { g.groups * kg * hw_out };
+            T::with_scratch(scratch, |cols| {
+                for (bi, dxb) in dxchunk.chunks_mut(g.c_in * hw_in).enumerate() {
+                    let b = ci * plan.chunk + bi;
+                    let dyb = &dy[b * g.c_out * hw_out..(b + 1) * g.c_out * hw_out];
+                    let dst: &mut [T] = if direct { &mut *dxb } else { &mut *cols };
+                    for gi in 0..g.groups {
+                        // dcols_g (kg, hw_out) = w_gᵀ (kg, cog) · dy_g (cog, hw_out).
+                        // SAFETY: all three operands lie inside their buffers.
+                        unsafe {
+                            matmul(
+                                kg,
+                                hw_out,
+                                cog,
+                                dst[gi * kg * hw_out..].as_mut_ptr(),
+                                hw_out,
+                                false,
+                                Mat {
+                                    ptr: w[gi * cog * kg..].as_ptr(),
+                                    rs: 1,
+                                    cs: kg as isize,
+                                },
+                                Mat {
+                                    ptr: dyb[gi * cog * hw_out..].as_ptr(),
+                                    rs: hw_out as isize,
+                                    cs: 1,
+                                },
+                                plan.gemm,
+                            )
+                        }
+                    }
+                    if !direct {
+                        col2im(cols, dxb, g);
                     }
                 }
-                if !direct {
-                    col2im(&cols, dxb, g);
-                }
-            }
+            });
         });
     dx
 }
@@ -556,47 +619,45 @@ fn weight_grad_per_sample<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T>
         .par_iter()
         .map(|&ci| {
             let mut dw = vec![T::default(); len];
-            let mut cols = if direct {
-                Vec::new()
-            } else {
-                vec![T::default(); g.groups * kg * hw_out]
-            };
-            let samples = ci * plan.chunk..((ci + 1) * plan.chunk).min(g.b);
-            for (n, b) in samples.enumerate() {
-                let xb = &x[b * g.c_in * hw_in..(b + 1) * g.c_in * hw_in];
-                let dyb = &dy[b * g.c_out * hw_out..(b + 1) * g.c_out * hw_out];
-                let src: &[T] = if direct {
-                    xb
-                } else {
-                    im2col(xb, &mut cols, g);
-                    &cols
-                };
-                for gi in 0..g.groups {
-                    // dw_g (cog, kg) += dy_g (cog, hw_out) · cols_gᵀ (hw_out, kg).
-                    // SAFETY: all three operands lie inside their buffers.
-                    unsafe {
-                        matmul(
-                            cog,
-                            kg,
-                            hw_out,
-                            dw[gi * cog * kg..].as_mut_ptr(),
-                            kg,
-                            n > 0,
-                            Mat {
-                                ptr: dyb[gi * cog * hw_out..].as_ptr(),
-                                rs: hw_out as isize,
-                                cs: 1,
-                            },
-                            Mat {
-                                ptr: src[gi * kg * hw_out..].as_ptr(),
-                                rs: 1,
-                                cs: hw_out as isize,
-                            },
-                            plan.gemm,
-                        )
+            let scratch = if direct { 0 } else { g.groups * kg * hw_out };
+            T::with_scratch(scratch, |cols| {
+                let samples = ci * plan.chunk..((ci + 1) * plan.chunk).min(g.b);
+                for (n, b) in samples.enumerate() {
+                    let xb = &x[b * g.c_in * hw_in..(b + 1) * g.c_in * hw_in];
+                    let dyb = &dy[b * g.c_out * hw_out..(b + 1) * g.c_out * hw_out];
+                    let src: &[T] = if direct {
+                        xb
+                    } else {
+                        im2col(xb, cols, g);
+                        cols
+                    };
+                    for gi in 0..g.groups {
+                        // dw_g (cog, kg) += dy_g (cog, hw_out) · cols_gᵀ (hw_out, kg).
+                        // SAFETY: all three operands lie inside their buffers.
+                        unsafe {
+                            matmul(
+                                cog,
+                                kg,
+                                hw_out,
+                                dw[gi * cog * kg..].as_mut_ptr(),
+                                kg,
+                                n > 0,
+                                Mat {
+                                    ptr: dyb[gi * cog * hw_out..].as_ptr(),
+                                    rs: hw_out as isize,
+                                    cs: 1,
+                                },
+                                Mat {
+                                    ptr: src[gi * kg * hw_out..].as_ptr(),
+                                    rs: 1,
+                                    cs: hw_out as isize,
+                                },
+                                plan.gemm,
+                            )
+                        }
                     }
                 }
-            }
+            });
             dw
         })
         .collect();

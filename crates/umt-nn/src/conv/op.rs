@@ -104,6 +104,17 @@ fn dispatch(
     }
 }
 
+/// The gradient of `operand` computed by `grad`, or `None` (skipping the pass) when the
+/// operand is not part of the autograd graph (e.g. the input images of a stem convolution,
+/// or a frozen, detached weight): candle then drops the gradient anyway.
+fn needed(operand: &Tensor, grad: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if operand.track_op() {
+        grad().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// `y = conv(x, w)`: `x (B, C_in, H, W)`, `w (C_out, C_in/G, kH, kW)` → `(B, C_out, OH, OW)`.
 pub(crate) struct ConvForward(pub(crate) Geometry);
 
@@ -205,9 +216,9 @@ impl CustomOp2 for ConvForward {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = ConvInputGrad::apply(self.0, dy, w)?;
-        let dw = ConvWeightGrad::apply(self.0, x, dy)?;
-        Ok((Some(dx), Some(dw)))
+        let dx = needed(x, || ConvInputGrad::apply(self.0, dy, w))?;
+        let dw = needed(w, || ConvWeightGrad::apply(self.0, x, dy))?;
+        Ok((dx, dw))
     }
 }
 
@@ -258,9 +269,9 @@ impl CustomOp2 for ConvInputGrad {
         _dx: &Tensor,
         gx: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g_dy = ConvForward::apply(self.0, gx, w)?;
-        let g_w = ConvWeightGrad::apply(self.0, gx, dy)?;
-        Ok((Some(g_dy), Some(g_w)))
+        let g_dy = needed(dy, || ConvForward::apply(self.0, gx, w))?;
+        let g_w = needed(w, || ConvWeightGrad::apply(self.0, gx, dy))?;
+        Ok((g_dy, g_w))
     }
 }
 
@@ -311,8 +322,8 @@ impl CustomOp2 for ConvWeightGrad {
         _dw: &Tensor,
         gw: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g_x = ConvInputGrad::apply(self.0, dy, gw)?;
-        let g_dy = ConvForward::apply(self.0, x, gw)?;
-        Ok((Some(g_x), Some(g_dy)))
+        let g_x = needed(x, || ConvInputGrad::apply(self.0, dy, gw))?;
+        let g_dy = needed(dy, || ConvForward::apply(self.0, x, gw))?;
+        Ok((g_x, g_dy))
     }
 }
