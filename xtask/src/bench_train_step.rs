@@ -52,6 +52,11 @@ pub struct Args {
     /// Skip PyTorch.
     #[arg(long)]
     no_torch: bool,
+    /// Choose cuDNN's convolution algorithms by timing, ours and PyTorch's
+    /// (`torch.backends.cudnn.benchmark = True`; both default to the heuristic). The choice is
+    /// made in the warm-up steps.
+    #[arg(long)]
+    cudnn_benchmark: bool,
     /// Device: `cpu`, `cuda` or `cuda:N` (PyTorch runs on the same device); default the first
     /// GPU of a `cuda` build, else CPU.
     #[arg(long)]
@@ -111,8 +116,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let small = small_stem(&args.stem)?;
     let (base, layout) = layers(&args.arch)?;
     let dev = crate::device::parse(args.device.as_deref())?;
+    umt_nn::conv::set_cudnn_benchmark(args.cudnn_benchmark);
     println!(
-        "machine: {} | {} rayon threads, {} | {} {}x{}x{} batch {} width {} stem {}",
+        "machine: {} | {} rayon threads, {} | {} {}x{}x{} batch {} width {} stem {}{}",
         crate::device::describe(&dev),
         rayon::current_num_threads(),
         std::env::consts::ARCH,
@@ -122,7 +128,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         w,
         args.batch,
         args.width,
-        args.stem
+        args.stem,
+        match (
+            dev.is_cuda(),
+            umt_nn::gpu::custom_kernels(),
+            args.cudnn_benchmark
+        ) {
+            (false, ..) => "",
+            (true, false, false) => " | umt CUDA kernels off",
+            (true, true, false) => " | umt CUDA kernels on",
+            (true, false, true) => " | umt CUDA kernels off | cudnn.benchmark on",
+            (true, true, true) => " | umt CUDA kernels on | cudnn.benchmark on",
+        }
     );
     if args.conv_layers {
         return conv_layers(&args, (c, h, w), small, &dev);
@@ -269,6 +286,7 @@ import statistics, time, torch, torch.nn as nn, torchvision
 from torchvision.models.resnet import BasicBlock, ResNet
 torch.set_num_threads({threads})
 torch.set_flush_denormal(True)
+torch.backends.cudnn.benchmark = {benchmark}
 dev = torch.device("{device}")
 def sync():
     if dev.type == "cuda":
@@ -333,7 +351,8 @@ print(f"pytorch: {{statistics.median(total):8.1f}} ms/step (forward {{statistics
     )
 }
 
-/// [`TORCH_PRELUDE`] for `dev`, with as many threads as rayon uses.
+/// [`TORCH_PRELUDE`] for `dev`, with as many threads as rayon uses and cuDNN's benchmark mode
+/// as ours ([`umt_nn::conv::cudnn_benchmark`]).
 fn torch_prelude(dev: &Device) -> String {
     let device = match crate::device::describe(dev) {
         d if d.starts_with("cuda") => d,
@@ -341,6 +360,14 @@ fn torch_prelude(dev: &Device) -> String {
     };
     TORCH_PRELUDE
         .replace("{threads}", &rayon::current_num_threads().to_string())
+        .replace(
+            "{benchmark}",
+            if umt_nn::conv::cudnn_benchmark() {
+                "True"
+            } else {
+                "False"
+            },
+        )
         .replace("{device}", &device)
 }
 

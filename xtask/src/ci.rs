@@ -1,5 +1,8 @@
 //! `cargo xtask ci`: the one check run before every commit and by `.ci/run`.
-//! Cheapest first: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo test`, `cargo doc`.
+//! Cheapest first: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo test`, `cargo doc`,
+//! then the NVRTC compile check of umt-nn's CUDA kernels (`data-prep/golden/cuda/check_nvrtc.py`;
+//! it says plainly that it skipped when `python3` or libnvrtc is absent: `.ci/run` installs
+//! NVIDIA's `nvidia-cuda-nvrtc` wheel into `target/nvrtc`).
 
 use std::process::Command;
 
@@ -55,6 +58,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &["doc", "--workspace", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    nvrtc_check()?;
     eprintln!("all checks passed");
+    Ok(())
+}
+
+/// Compiles `crates/umt-nn/src/cuda/kernels.cu` with NVRTC (no GPU needed); skips with a
+/// message when `python3` or libnvrtc is missing.
+fn nvrtc_check() -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent folder")?
+        .to_path_buf();
+    let script = root.join("data-prep/golden/cuda/check_nvrtc.py");
+    let source = root.join("crates/umt-nn/src/cuda/kernels.cu");
+    let wheel = root.join("target/nvrtc");
+    let python = std::env::var("UMT_PYTHON").unwrap_or_else(|_| "python3".into());
+    eprintln!("==> NVRTC compile check of {}", source.display());
+    let mut pythonpath = std::ffi::OsString::from(&wheel);
+    if let Some(old) = std::env::var_os("PYTHONPATH") {
+        pythonpath.push(":");
+        pythonpath.push(old);
+    }
+    let status = match Command::new(&python)
+        .arg(&script)
+        .arg(&source)
+        .env("PYTHONPATH", pythonpath)
+        .status()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("    skipped: cannot run `{python}` ({e})");
+            return Ok(());
+        }
+    };
+    match status.code() {
+        Some(0) => eprintln!("    (ok)"),
+        Some(77) => eprintln!(
+            "    skipped: no libnvrtc (install it with `python3 -m pip install --target {} \
+             nvidia-cuda-nvrtc==13.0.88`, as .ci/run does)",
+            wheel.display()
+        ),
+        _ => bail!("the CUDA kernels do not compile with NVRTC ({status})"),
+    }
     Ok(())
 }

@@ -225,6 +225,24 @@ impl Geometry {
     }
 }
 
+/// Chooses cuDNN's convolution algorithms by timing instead of by heuristic (PyTorch's
+/// `torch.backends.cudnn.benchmark = True`): with `on`, the first convolution of each new
+/// geometry (shapes, padding, stride, dilation, groups, dtype) runs every algorithm cuDNN
+/// supports once to warm up and twice timed, and keeps the fastest for the rest of the
+/// process (per thread). Worth it for training (a fixed set of shapes, thousands of steps);
+/// the first step is slower and results may differ in the last bits from the heuristic's
+/// choice. Off by default. Without the `cudnn` feature this only records the setting.
+pub fn set_cudnn_benchmark(on: bool) {
+    CUDNN_BENCHMARK.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`set_cudnn_benchmark`] turned benchmark mode on.
+pub fn cudnn_benchmark() -> bool {
+    CUDNN_BENCHMARK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static CUDNN_BENCHMARK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// `x (B, C_in, H, W)`, `w (C_out, C_in/groups, kH, kW)` → `(B, C_out, H_out, W_out)` with
 /// `H_out = (H + 2p − d(kH − 1) − 1) / s + 1`.
 pub fn conv2d(x: &Tensor, w: &Tensor, cfg: Conv2dConfig) -> Result<Tensor> {

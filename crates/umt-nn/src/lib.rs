@@ -9,7 +9,10 @@
 
 pub mod checkpoint;
 pub mod conv;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod error;
+pub mod gpu;
 pub mod gradcheck;
 pub mod init;
 pub mod norm;

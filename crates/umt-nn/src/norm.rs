@@ -2,7 +2,10 @@
 //! [`batch_norm_add_relu`] (a residual block's `relu(bn(x) + shortcut)`) apply a
 //! `candle_nn::BatchNorm` (PyTorch's `nn.BatchNorm2d`: names `weight`, `bias`, `running_mean`,
 //! `running_var`) with the same results as its `forward_t`, but on CPU f32/f64 in training
-//! mode as one custom op with a closed-form backward.
+//! mode as one custom op with a closed-form backward. With the `cuda` feature and
+//! [`crate::gpu::custom_kernels`] on, the same op runs on CUDA f32/f64 through umt-nn's own kernels (`src/cuda.rs`: split per-channel reductions in
+//! f64, one element-wise pass forward and one backward), instead of candle's ~10 forward and ~20
+//! backward kernels per BatchNorm.
 //!
 //! candle's own training forward is about ten tensor ops (a transposed copy, two means, a
 //! subtraction, a square, a division, the affine pair and a transposed result), each with its
@@ -20,8 +23,8 @@
 //!
 //! The running statistics are updated as PyTorch does (`running = (1 − m)·running + m·batch`,
 //! the unbiased batch variance), in place in the BatchNorm's variables, so checkpoints see them.
-//! Evaluation mode, other devices and dtypes, and BatchNorms without affine parameters use
-//! candle's `forward_t` (then `relu`).
+//! Evaluation mode, other devices and dtypes (f16/bf16, Metal, CUDA without the `cuda` feature),
+//! and BatchNorms without affine parameters use candle's `forward_t` (then `relu`).
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -38,8 +41,12 @@
 
 use std::sync::Arc;
 
+use candle_core::backend::BackendStorage;
+#[cfg(feature = "cuda")]
+use candle_core::cuda::CudaStorage;
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, Var, WithDType,
+    bail, CpuStorage, CustomOp1, CustomOp3, DType, InplaceOp2, Layout, Result, Shape, Tensor,
+    WithDType,
 };
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
@@ -99,9 +106,9 @@ enum Tail<'a> {
 }
 
 fn forward(bn: &BatchNorm, x: &Tensor, train: bool, tail: Tail<'_>) -> Result<Tensor> {
+    let on_cpu = x.device().is_cpu();
     let fused = train
-        && x.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && ((on_cpu && matches!(x.dtype(), DType::F32 | DType::F64)) || crate::gpu::use_kernels(x))
         && x.rank() >= 2
         && x.elem_count() > 0;
     let Some((weight, bias)) = bn.weight_and_bias().filter(|_| fused) else {
@@ -130,16 +137,27 @@ fn forward(bn: &BatchNorm, x: &Tensor, train: bool, tail: Tail<'_>) -> Result<Te
     let x = x.contiguous()?;
     let plane = count / n;
     // Batch statistics, computed once: the forward and the backward kernels reuse them.
-    let stats = x.apply_op1_no_bwd(&BnStats { channels: c, plane })?; // (2, C)
-    let host: Vec<Vec<f64>> = stats.to_dtype(DType::F64)?.to_vec2()?;
-    let (mean, var) = (stats.get(0)?, stats.get(1)?);
+    // (2, C): x's dtype on CPU (copied to the host below), f64 on CUDA (kept on the device).
+    let stats = x.apply_op1_no_bwd(&BnStats { channels: c, plane })?;
+    let host: Vec<Vec<f64>> = if on_cpu {
+        stats.to_dtype(DType::F64)?.to_vec2()?
+    } else {
+        vec![Vec::new(), Vec::new()]
+    };
     // Running statistics, as PyTorch: unbiased batch variance, momentum m.
     let m = bn.momentum();
     let unbias = count as f64 / (count as f64 - 1.0);
-    let rm = Var::from_tensor(bn.running_mean())?;
-    let rv = Var::from_tensor(bn.running_var())?;
-    rm.set(&((rm.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
-    rv.set(&((rv.as_tensor() * (1.0 - m))? + (var * (m * unbias))?)?)?;
+    // In place in the BatchNorm's variables (a BatchNorm built from plain tensors keeps them).
+    for (which, running, factor) in [(0, bn.running_mean(), 1.0), (1, bn.running_var(), unbias)] {
+        if running.is_variable() {
+            let update = RunningUpdate {
+                which,
+                momentum: m,
+                factor,
+            };
+            running.inplace_op2(&stats, &update)?;
+        }
+    }
     let op = BnTrain {
         eps: bn.eps(),
         relu: !matches!(tail, Tail::Plain),
@@ -152,6 +170,7 @@ fn forward(bn: &BatchNorm, x: &Tensor, train: bool, tail: Tail<'_>) -> Result<Te
                 .zip(host[1].iter().copied())
                 .collect(),
         ),
+        stats_dev: (!on_cpu).then_some(stats),
     };
     match tail {
         Tail::AddRelu(r) => {
@@ -170,8 +189,11 @@ struct BnTrain {
     channels: usize,
     /// Elements per (sample, channel) plane.
     plane: usize,
-    /// Batch `(mean, biased variance)` per channel.
+    /// Batch `(mean, biased variance)` per channel (CPU; empty on CUDA).
     stats: Arc<Vec<(f64, f64)>>,
+    /// The same `[mean (C); variance (C)]` as an f64 device tensor (CUDA; `None` on CPU).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    stats_dev: Option<Tensor>,
 }
 
 /// Lanes of the f64 accumulators (independent sums the compiler can vectorise).
@@ -189,6 +211,28 @@ fn lane_sum(len: usize, f: impl Fn(usize) -> f64) -> f64 {
     }
     let tail: f64 = (full..len).map(&f).sum();
     acc.iter().sum::<f64>() + tail
+}
+
+/// `(Σ f(i).0, Σ f(i).1)` over `0..len` in one pass, with [`LANES`] independent pairs of f64
+/// accumulators.
+#[inline(always)]
+fn lane_sum2(len: usize, f: impl Fn(usize) -> (f64, f64)) -> (f64, f64) {
+    let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
+    let full = len / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for l in 0..LANES {
+            let (u, v) = f(base + l);
+            a[l] += u;
+            b[l] += v;
+        }
+    }
+    let (mut ta, mut tb) = (0.0, 0.0);
+    for k in full..len {
+        let (u, v) = f(k);
+        ta += u;
+        tb += v;
+    }
+    (a.iter().sum::<f64>() + ta, b.iter().sum::<f64>() + tb)
 }
 
 /// Per-channel mean and biased variance of a contiguous `(N, C, plane)` buffer, in f64
@@ -271,12 +315,41 @@ impl BnTrain {
         (y, dy): (&Tensor, &Tensor),
         residual: bool,
     ) -> Result<Tensor> {
+        let on_cpu = x.device().is_cpu();
         let back = BnTrainBackward {
             fwd: self.clone(),
-            gamma: gamma.to_dtype(DType::F64)?.to_vec1()?,
+            gamma: if on_cpu {
+                gamma.to_dtype(DType::F64)?.to_vec1()?
+            } else {
+                Vec::new()
+            },
+            gamma_dev: (!on_cpu).then(|| gamma.clone()),
             residual,
         };
         x.apply_op3_no_bwd(&y.contiguous()?, &dy.contiguous()?, &back)
+    }
+
+    /// Checks that the host statistics are there (the op was built for a CPU input).
+    fn check_host_stats(&self, op: &str) -> Result<()> {
+        if self.stats.len() != self.channels {
+            bail!("{op}: batch statistics were computed on another device");
+        }
+        Ok(())
+    }
+
+    /// The device statistics and the shape parameters of the CUDA kernels.
+    #[cfg(feature = "cuda")]
+    fn cuda_parts(&self, op: &str) -> Result<(&Tensor, crate::cuda::BnShape)> {
+        let Some(stats) = self.stats_dev.as_ref() else {
+            bail!("{op}: batch statistics were computed on another device");
+        };
+        let shape = crate::cuda::BnShape {
+            channels: self.channels,
+            plane: self.plane,
+            eps: self.eps,
+            relu: self.relu,
+        };
+        Ok((stats, shape))
     }
 
     /// Checks that `name`'s layout has the dims `expected`.
@@ -318,7 +391,27 @@ impl CustomOp3 for BnTrain {
         let name = self.name();
         self.check_dims(name, "weight", l2, &[self.channels])?;
         self.check_dims(name, "bias", l3, &[self.channels])?;
+        self.check_host_stats(name)?;
         let out = run3(self, (s1, l1), (s2, l2), (s3, l3))?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let name = self.name();
+        self.check_dims(name, "weight", l2, &[self.channels])?;
+        self.check_dims(name, "bias", l3, &[self.channels])?;
+        let (stats, shape) = self.cuda_parts(name)?;
+        let affine = [(s2, l2, 0), (s3, l3, 0)];
+        let out = crate::cuda::bn_apply((s1, l1), affine, stats, None, shape)?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -372,7 +465,28 @@ impl CustomOp3 for BnAddRelu {
         self.0
             .check_dims(name, "weight and bias", l2, &[2 * self.0.channels])?;
         self.0.check_dims(name, "residual", l3, l1.dims())?;
+        self.0.check_host_stats(name)?;
         let out = run3(self, (s1, l1), (s2, l2), (s3, l3))?;
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let name = self.name();
+        let c = self.0.channels;
+        self.0.check_dims(name, "weight and bias", l2, &[2 * c])?;
+        self.0.check_dims(name, "residual", l3, l1.dims())?;
+        let (stats, shape) = self.0.cuda_parts(name)?;
+        let affine = [(s2, l2, 0), (s2, l2, c)];
+        let out = crate::cuda::bn_apply((s1, l1), affine, stats, Some((s3, l3)), shape)?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -392,6 +506,73 @@ impl CustomOp3 for BnAddRelu {
         let dr = packed.narrow(0, n, n)?.reshape(x.shape())?;
         let daffine = packed.narrow(0, 2 * n, 2 * c)?; // [dγ; dβ]
         Ok((Some(dx), Some(daffine), Some(dr)))
+    }
+}
+
+/// `running = running·(1 − m) + stats[which]·(m·factor)` in place on a running statistic
+/// `(C)` from the batch statistics `stats (2, C)` (PyTorch's update; `factor` turns the biased
+/// batch variance into the unbiased one).
+struct RunningUpdate {
+    which: usize,
+    momentum: f64,
+    factor: f64,
+}
+
+impl RunningUpdate {
+    fn apply<T: WithDType>(&self, run: &mut [T], stats: &[T]) -> Result<()> {
+        let c = run.len();
+        if stats.len() != 2 * c {
+            bail!(
+                "batch_norm: {c} running statistics, but {} batch statistics",
+                stats.len()
+            );
+        }
+        let keep = T::from_f64(1.0 - self.momentum);
+        let take = T::from_f64(self.momentum * self.factor);
+        for (r, &s) in run.iter_mut().zip(&stats[self.which * c..][..c]) {
+            *r = *r * keep + s * take;
+        }
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for RunningUpdate {
+    fn name(&self) -> &'static str {
+        "umt-batch-norm-running-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (Some((ra, rb)), Some((sa, sb))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            bail!("batch_norm: running and batch statistics must be contiguous");
+        };
+        match (s1, s2) {
+            (CpuStorage::F32(r), CpuStorage::F32(s)) => self.apply(&mut r[ra..rb], &s[sa..sb]),
+            (CpuStorage::F64(r), CpuStorage::F64(s)) => self.apply(&mut r[ra..rb], &s[sa..sb]),
+            (r, s) => bail!(
+                "batch_norm: running statistics {:?} and batch statistics {:?} must both be f32 or f64",
+                r.dtype(),
+                s.dtype()
+            ),
+        }
+    }
+
+    /// On CUDA the batch statistics are f64 whatever the running statistics' dtype.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        crate::cuda::bn_running((s1, l1), (s2, l2), self.which, self.momentum, self.factor)
     }
 }
 
@@ -421,6 +602,13 @@ impl CustomOp1 for BnStats {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         Ok((run1(self, s, l)?, Shape::from((2, self.channels))))
     }
+
+    /// On CUDA the statistics come out in f64 whatever the input dtype.
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let out = crate::cuda::bn_stats(s, l, self.channels, self.plane)?;
+        Ok((out, Shape::from((2, self.channels))))
+    }
 }
 
 /// The backward of [`BnTrain`] / [`BnAddRelu`]: inputs `x`, `y`, `dy` → `[dx; dγ (C); dβ (C)]`,
@@ -428,8 +616,11 @@ impl CustomOp1 for BnStats {
 /// returns one tensor).
 struct BnTrainBackward {
     fwd: BnTrain,
-    /// `γ (C)` on the host.
+    /// `γ (C)` on the host (CPU; empty on CUDA).
     gamma: Vec<f64>,
+    /// `γ (C)` on the device (CUDA; `None` on CPU).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    gamma_dev: Option<Tensor>,
     residual: bool,
 }
 
@@ -441,6 +632,7 @@ impl BnTrainBackward {
             channels: c,
             plane,
             ref stats,
+            ..
         } = self.fwd;
         let len = x.len();
         let n = len / (c * plane);
@@ -462,10 +654,22 @@ impl BnTrainBackward {
                 let (mut s, mut sx) = (0.0, 0.0);
                 for i in 0..n {
                     let start = (i * c + ch) * plane;
-                    s += lane_sum(plane, |k| g(start + k).to_f64());
-                    sx += lane_sum(plane, |k| {
-                        g(start + k).to_f64() * (x[start + k].to_f64() - mean)
+                    let (xs, ys, ds) = (
+                        &x[start..][..plane],
+                        &y[start..][..plane],
+                        &dy[start..][..plane],
+                    );
+                    // One pass for both sums: g = dy masked by y > 0 after a ReLU.
+                    let (a, b) = lane_sum2(plane, |k| {
+                        let gk = if relu && ys[k] <= T::zero() {
+                            0.0
+                        } else {
+                            ds[k].to_f64()
+                        };
+                        (gk, gk * (xs[k].to_f64() - mean))
                     });
+                    s += a;
+                    sx += b;
                 }
                 (s, sx * inv)
             })
@@ -551,6 +755,31 @@ impl CustomOp3 for BnTrainBackward {
             bail!("{name}: x, y and dy must have the same shape");
         }
         let out = run3(self, (s1, l1), (s2, l2), (s3, l3))?;
+        let extra = if self.residual { len } else { 0 };
+        Ok((out, Shape::from(len + extra + 2 * self.fwd.channels)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let name = self.name();
+        let len = l1.shape().elem_count();
+        if l2.shape().elem_count() != len || l3.shape().elem_count() != len {
+            bail!("{name}: x, y and dy must have the same shape");
+        }
+        let (stats, shape) = self.fwd.cuda_parts(name)?;
+        let Some(gamma) = self.gamma_dev.as_ref() else {
+            bail!("{name}: the weight was not kept on the device");
+        };
+        let inputs = [(s1, l1), (s2, l2), (s3, l3)];
+        let out = crate::cuda::bn_backward(inputs, stats, gamma, self.residual, shape)?;
         let extra = if self.residual { len } else { 0 };
         Ok((out, Shape::from(len + extra + 2 * self.fwd.channels)))
     }

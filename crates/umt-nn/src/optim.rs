@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 mod host;
-use host::HostBuf;
+use host::StateBuf;
 
 /// A training optimizer over a fixed set of variables.
 pub trait Optimizer {
@@ -330,7 +330,7 @@ impl Optimizer for Sgd {
                     if momentum != 0.0 {
                         state.push(match buf.take() {
                             Some(Buffer::Host(b)) => b,
-                            _ => HostBuf::zeros(var)?,
+                            _ => StateBuf::zeros(var)?,
                         });
                     }
                     let rule = host::Rule::Sgd {
@@ -431,7 +431,7 @@ impl Default for AdamConfig {
 #[derive(Debug, Clone)]
 enum Buffer {
     Tensor(Tensor),
-    Host(HostBuf),
+    Host(StateBuf),
 }
 
 /// Per-variable Adam state: step count and the two moments.
@@ -447,7 +447,7 @@ struct Moments {
 #[derive(Debug, Clone)]
 enum AdamState {
     Tensor(Moments),
-    Host { step: i32, mv: [HostBuf; 2] },
+    Host { step: i32, mv: [StateBuf; 2] },
 }
 
 /// The shared implementation; `decoupled` selects AdamW's weight decay.
@@ -499,7 +499,7 @@ impl AdamCore {
                 if host::eligible(var) {
                     let (step, mut mv) = match state.take() {
                         Some(AdamState::Host { step, mv }) => (step.saturating_add(1), mv),
-                        _ => (1, [HostBuf::zeros(var)?, HostBuf::zeros(var)?]),
+                        _ => (1, [StateBuf::zeros(var)?, StateBuf::zeros(var)?]),
                     };
                     let rule = host::Rule::Adam {
                         lr,

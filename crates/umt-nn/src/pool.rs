@@ -11,8 +11,12 @@
 //! there; ties go to the first maximum in row-major order and NaN counts as the maximum, as in
 //! PyTorch.
 //!
-//! Devices: the custom CPU kernels run for CPU f32/f64 tensors. Every other device and dtype
-//! (CUDA, f16, bf16) takes a device-generic path made of candle's own differentiable ops, with
+//! Devices: the custom CPU kernels run for CPU f32/f64 tensors; with the `cuda` feature and
+//! [`crate::gpu::custom_kernels`] on, the max pool also runs on CUDA f32/f64 through umt-nn's
+//! own kernels (`src/cuda.rs`: one pass
+//! forward; backward, one argmax pass over the windows and one deterministic gather per input
+//! pixel, summing in the CPU kernel's order). Every other device and dtype takes a
+//! device-generic path made of candle's own differentiable ops, with
 //! the same forward and correct gradients: the average pools are two small matrix products
 //! (`P_h · x · P_wᵀ`, the pooling matrices built on the host), the max pool is a separable
 //! maximum over strided slices of the −∞-padded input. That path splits the gradient between
@@ -254,6 +258,9 @@ fn window_argmax<T: WithDType>(plane: &[T], w: usize, rows: Span, cols: Span) ->
 #[derive(Debug, Clone)]
 struct MaxPool {
     win: Windows,
+    /// `(kernel, stride, padding)` (the CUDA kernels recompute the windows from them).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    ksp: (usize, usize, usize),
 }
 
 impl Kernel1 for MaxPool {
@@ -285,6 +292,18 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, c, _, _) = dims4(CustomOp1::name(self), l.shape())?;
         Ok((run1(self, s, l)?, self.win.out_shape(b, c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::cuda::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::cuda::CudaStorage, Shape)> {
+        let (b, c, _, _) = dims4(CustomOp1::name(self), l.shape())?;
+        let out = self.win.out_shape(b, c);
+        let y = crate::cuda::max_pool(s, l, None, self.cuda_shape(b * c))?;
+        Ok((y, out))
     }
     /// Routes each output gradient to its window's (recomputed) argmax.
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -338,6 +357,39 @@ impl CustomOp2 for MaxPool {
         }
         Ok((run2(self, s1, l1, s2, l2)?, l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::cuda::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::cuda::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::cuda::CudaStorage, Shape)> {
+        let (b, c, _, _) = dims4(CustomOp2::name(self), l1.shape())?;
+        if l2.shape() != &self.win.out_shape(b, c) {
+            bail!(
+                "max_pool2d_backward: gradient shape {:?}, expected {:?}",
+                l2.shape(),
+                self.win.out_shape(b, c)
+            );
+        }
+        let gx = crate::cuda::max_pool(s1, l1, Some((s2, l2)), self.cuda_shape(b * c))?;
+        Ok((gx, l1.shape().clone()))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl MaxPool {
+    /// The pool's sizes for the CUDA kernels over `planes` planes.
+    fn cuda_shape(&self, planes: usize) -> crate::cuda::PoolShape {
+        crate::cuda::PoolShape {
+            planes,
+            input: (self.win.h, self.win.w),
+            output: (self.win.rows.len(), self.win.cols.len()),
+            ksp: self.ksp,
+        }
+    }
 }
 
 /// Max pooling over square windows, PyTorch's `F.max_pool2d(x, kernel, stride, padding)`.
@@ -349,10 +401,11 @@ impl CustomOp2 for MaxPool {
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
     let (_, _, h, w) = dims4("max_pool2d", x.shape())?;
     let win = Windows::fixed("max_pool2d", h, w, kernel, stride, padding)?;
-    if !has_cpu_kernel(x) {
+    if !has_cpu_kernel(x) && !crate::gpu::use_kernels(x) {
         return generic_max_pool2d(x, &win, kernel, stride, padding);
     }
-    x.contiguous()?.apply_op1(MaxPool { win })
+    let ksp = (kernel, stride, padding);
+    x.contiguous()?.apply_op1(MaxPool { win, ksp })
 }
 
 /// Whether `x` runs on the custom CPU kernels (CPU f32/f64) rather than the generic path.

@@ -1,5 +1,8 @@
 //! CUDA ↔ CPU parity of the convolution (cuDNN forward, backward-data and backward-filter with
-//! the `cudnn` feature), the pools and the upsampling ops. Every case runs the forward pass and
+//! the `cudnn` feature), the pools and the upsampling ops, and of umt-nn's own CUDA kernels
+//! (fused BatchNorm, max pool, fused optimizer steps; these tests turn them on with
+//! `umt_nn::gpu::set_custom_kernels(true)`, which also moves the max pool in the pool test
+//! onto them). Every case runs the forward pass and
 //! the backward pass of `Σ y · r` (`r` a fixed random tensor) in f32 on CUDA and on CPU, then
 //! compares the output and the gradient of every input. Each case prints one line: per
 //! compared tensor the largest absolute difference and that difference relative to the largest
@@ -267,11 +270,27 @@ fn pools_match_cpu() -> Result<()> {
     let Some(dev) = cuda_device() else {
         return Ok(());
     };
+    umt_nn::gpu::set_custom_kernels(true); // the max pool's own kernels (f32)
     let x = [random(&[2, 3, 16, 17], 60)?];
     let dx = &["y", "dx"];
     check_parity(&dev, "max_pool2d 3/2/1", dx, &x, TOL_F32, |t| {
         max_pool2d(&t[0], 3, 2, 1)
     })?;
+    check_parity(&dev, "max_pool2d 3/1/1", dx, &x, TOL_F32, |t| {
+        max_pool2d(&t[0], 3, 1, 1)
+    })?;
+    check_parity(&dev, "max_pool2d 2/2/0", dx, &x, TOL_F32, |t| {
+        max_pool2d(&t[0], 2, 2, 0)
+    })?;
+    // After a ReLU most windows tie at 0: the gradient goes to the first maximum on both.
+    check_parity(
+        &dev,
+        "max_pool2d 3/2/1 after ReLU (ties)",
+        dx,
+        &x,
+        TOL_F32,
+        |t| max_pool2d(&t[0].relu()?, 3, 2, 1),
+    )?;
     check_parity(&dev, "avg_pool2d 3/2/1", dx, &x, TOL_F32, |t| {
         avg_pool2d(&t[0], 3, 2, 1)
     })?;
@@ -304,6 +323,194 @@ fn upsampling_matches_cpu() -> Result<()> {
         check_parity(&dev, &name, dx, &x, TOL_F32, |t| {
             upsample_bilinear2d(&t[0], 15, 20, align)
         })?;
+    }
+    Ok(())
+}
+
+/// A BatchNorm over `c` channels with the given affine parameters and fresh running statistics
+/// (variables on the parameters' device, so the fused op updates them in place).
+fn batch_norm(weight: &Tensor, bias: &Tensor) -> Result<candle_nn::BatchNorm> {
+    let c = weight.dim(0)?;
+    let dev = weight.device();
+    let mean = Var::zeros(c, DType::F32, dev)?;
+    let var = Var::ones(c, DType::F32, dev)?;
+    candle_nn::BatchNorm::new(
+        c,
+        mean.as_tensor().clone(),
+        var.as_tensor().clone(),
+        weight.clone(),
+        bias.clone(),
+        1e-5,
+    )
+}
+
+/// The fused training BatchNorm (umt-nn's CUDA kernels against its CPU kernels): plain, with
+/// ReLU, with residual + ReLU; odd planes, one value per plane, a plane large enough for
+/// several reduction blocks per channel, and an input far from zero mean.
+#[test]
+fn fused_batch_norm_matches_cpu() -> Result<()> {
+    let Some(dev) = cuda_device() else {
+        return Ok(());
+    };
+    umt_nn::gpu::set_custom_kernels(true);
+    let shapes: [(&str, [usize; 4], f64); 4] = [
+        ("odd plane 5x7", [4, 6, 5, 7], 0.0),
+        ("plane 1x1", [3, 5, 1, 1], 0.0),
+        (
+            "8 samples of 33x40 (several blocks per channel)",
+            [8, 16, 33, 40],
+            0.0,
+        ),
+        ("mean 100", [4, 3, 9, 8], 100.0),
+    ];
+    for (i, (name, dims, offset)) in shapes.iter().enumerate() {
+        let c = dims[1];
+        let seed = 100 + 4 * i as u64;
+        let x = (random(dims, seed)? * 3.0)?.affine(1.0, *offset)?;
+        let inputs = [
+            x,
+            random(&[c], seed + 1)?.affine(0.5, 1.0)?,
+            random(&[c], seed + 2)?,
+            random(dims, seed + 3)?,
+        ];
+        let names = ["y", "dx", "dgamma", "dbeta"];
+        check_parity(
+            &dev,
+            &format!("batch_norm {name}"),
+            &names,
+            &inputs[..3],
+            TOL_F32,
+            |t| umt_nn::norm::batch_norm(&batch_norm(&t[1], &t[2])?, &t[0], true),
+        )?;
+        check_parity(
+            &dev,
+            &format!("batch_norm_relu {name}"),
+            &names,
+            &inputs[..3],
+            TOL_F32,
+            |t| umt_nn::norm::batch_norm_relu(&batch_norm(&t[1], &t[2])?, &t[0], true),
+        )?;
+        let names = ["y", "dx", "dgamma", "dbeta", "dresidual"];
+        check_parity(
+            &dev,
+            &format!("batch_norm_add_relu {name}"),
+            &names,
+            &inputs,
+            TOL_F32,
+            |t| umt_nn::norm::batch_norm_add_relu(&batch_norm(&t[1], &t[2])?, &t[0], &t[3], true),
+        )?;
+        // Running statistics after one training forward.
+        let running = |d: &Device| -> Result<Vec<Tensor>> {
+            let t: Vec<Tensor> = inputs
+                .iter()
+                .map(|t| t.to_device(d))
+                .collect::<Result<_>>()?;
+            let bn = batch_norm(&t[1], &t[2])?;
+            umt_nn::norm::batch_norm_relu(&bn, &t[0], true)?;
+            Ok(vec![
+                bn.running_mean().to_device(&Device::Cpu)?,
+                bn.running_var().to_device(&Device::Cpu)?,
+            ])
+        };
+        let (cpu, gpu) = (running(&Device::Cpu)?, running(&dev)?);
+        for (what, (c, g)) in ["running_mean", "running_var"]
+            .iter()
+            .zip(cpu.iter().zip(&gpu))
+        {
+            let (abs, rel) = difference(c, g)?;
+            println!("batch_norm {name}: {what} max abs {abs:.2e} rel {rel:.2e}");
+            assert!(
+                rel <= TOL_F32,
+                "batch_norm {name}: {what} differs (rel {rel:e})"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The fused optimizer steps (umt-nn's CUDA kernels against its CPU kernels): four steps of
+/// AdamW, Adam with coupled weight decay, SGD with Nesterov momentum and weight decay, plain SGD.
+#[test]
+fn fused_optimizers_match_cpu() -> Result<()> {
+    use umt_nn::optim::{Adam, AdamConfig, AdamW, Optimizer, ParamGroup, Sgd, SgdConfig};
+    let Some(dev) = cuda_device() else {
+        return Ok(());
+    };
+    umt_nn::gpu::set_custom_kernels(true);
+    type Make = Box<dyn Fn(Vec<Var>) -> Result<Box<dyn Optimizer>>>;
+    let adam = AdamConfig {
+        lr: 1e-2,
+        ..AdamConfig::default()
+    };
+    let cases: Vec<(&str, Make)> = vec![
+        (
+            "AdamW wd 0.05",
+            Box::new(move |v| {
+                let o = AdamW::new(vec![ParamGroup::new(v, 0.05)], adam);
+                Ok(Box::new(o.map_err(candle_core::Error::wrap)?) as Box<dyn Optimizer>)
+            }),
+        ),
+        (
+            "Adam wd 0.01",
+            Box::new(move |v| {
+                let o = Adam::new(vec![ParamGroup::new(v, 0.01)], adam);
+                Ok(Box::new(o.map_err(candle_core::Error::wrap)?) as Box<dyn Optimizer>)
+            }),
+        ),
+        (
+            "SGD Nesterov 0.9 wd 1e-4",
+            Box::new(|v| {
+                let cfg = SgdConfig {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    dampening: 0.0,
+                    nesterov: true,
+                };
+                let o = Sgd::new(vec![ParamGroup::new(v, 1e-4)], cfg);
+                Ok(Box::new(o.map_err(candle_core::Error::wrap)?) as Box<dyn Optimizer>)
+            }),
+        ),
+        (
+            "SGD plain",
+            Box::new(|v| {
+                let o = Sgd::new(vec![ParamGroup::new(v, 0.0)], SgdConfig::default());
+                Ok(Box::new(o.map_err(candle_core::Error::wrap)?) as Box<dyn Optimizer>)
+            }),
+        ),
+    ];
+    let dims: [&[usize]; 3] = [&[64, 32, 3, 3], &[64], &[100_003]];
+    for (name, make) in &cases {
+        let run = |d: &Device| -> Result<Vec<Tensor>> {
+            let vars: Vec<Var> = dims
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Var::from_tensor(&random(s, 200 + i as u64)?.to_device(d)?))
+                .collect::<Result<_>>()?;
+            let mut opt = make(vars.clone())?;
+            for step in 0..4u64 {
+                let mut loss = Tensor::zeros((), DType::F32, d)?;
+                for (i, v) in vars.iter().enumerate() {
+                    let r = random(v.dims(), 300 + 10 * step + i as u64)?.to_device(d)?;
+                    loss = (loss + (v.as_tensor() * r)?.sum_all()?)?;
+                }
+                opt.step(&loss.backward()?)?;
+            }
+            vars.iter()
+                .map(|v| v.as_tensor().to_device(&Device::Cpu))
+                .collect()
+        };
+        let (cpu, gpu) = (run(&Device::Cpu)?, run(&dev)?);
+        for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+            let (abs, rel) = difference(c, g)?;
+            println!(
+                "{name}: parameter {i} {:?} max abs {abs:.2e} rel {rel:.2e}",
+                c.dims()
+            );
+            assert!(
+                rel <= TOL_F32,
+                "{name}: parameter {i} differs (rel {rel:e})"
+            );
+        }
     }
     Ok(())
 }

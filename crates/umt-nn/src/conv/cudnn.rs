@@ -4,8 +4,12 @@
 //!
 //! - **Handles**: one cuDNN handle per thread and device (cuDNN handles are neither `Send` nor
 //!   `Sync`), created on first use, like candle's own cuDNN forward.
-//! - **Algorithms**: cuDNN's heuristic (`cudnnGet*Algorithm_v7`, its first — best ranked —
-//!   answer), asked once per thread, device, geometry, dtype and math mode and then cached.
+//! - **Algorithms**: by default cuDNN's heuristic (`cudnnGet*Algorithm_v7`, its first — best
+//!   ranked — answer), as PyTorch with `torch.backends.cudnn.benchmark = False`. In benchmark
+//!   mode ([`super::set_cudnn_benchmark`], PyTorch's `benchmark = True`) every algorithm cuDNN
+//!   supports for the geometry (workspace up to [`BENCHMARK_WORKSPACE_LIMIT`]) is run once to
+//!   warm up and [`BENCHMARK_REPS`] times timed, and the fastest wins. Either way the choice
+//!   is made once per thread, device, geometry, dtype, math mode and mode, then cached.
 //! - **Workspace**: the size cuDNN reports for the chosen algorithm, allocated from the device
 //!   for each call (none when it is 0). When that allocation fails the call falls back to the
 //!   algorithm that needs the least workspace (`IMPLICIT_GEMM`, `BWD_DATA_ALGO_0`,
@@ -16,6 +20,9 @@
 //!   accumulate in f32 (`PSEUDO_HALF` / `PSEUDO_BFLOAT16` configurations) on tensor cores; f64
 //!   computes in f64.
 //!
+//! Outputs are allocated uninitialised: every routine runs with `β = 0`, for which cuDNN never
+//! reads the output.
+//!
 //! Operands arrive contiguous (the ops' `apply` helpers ensure it); a non-zero layout start
 //! offset is honoured by slicing the device buffer.
 
@@ -24,9 +31,10 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::thread::LocalKey;
+use std::time::Instant;
 
 use candle_core::backend::BackendStorage;
-use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage, DeviceId};
+use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
 use candle_core::{DType, Layout, Result, WithDType};
 use cudarc::cudnn::sys::{
     cudnnConvolutionBwdDataAlgo_t as DataAlgo, cudnnConvolutionBwdFilterAlgo_t as FilterAlgo,
@@ -59,6 +67,80 @@ struct AlgoKey {
     geometry: Geometry,
     dtype: DType,
     math: cudnnMathType_t,
+    benchmark: bool,
+}
+
+/// Timed runs per candidate algorithm in benchmark mode (after one warm-up run).
+pub(crate) const BENCHMARK_REPS: usize = 2;
+
+/// Largest workspace a candidate may ask for in benchmark mode (1 GiB).
+pub(crate) const BENCHMARK_WORKSPACE_LIMIT: usize = 1 << 30;
+
+const FWD_CANDIDATES: [FwdAlgo; 8] = [
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_GEMM,
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_DIRECT,
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_FFT,
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING,
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD,
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED,
+];
+
+const DATA_CANDIDATES: [DataAlgo; 6] = [
+    DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+    DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+    DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT,
+    DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING,
+    DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD,
+    DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
+];
+
+const FILTER_CANDIDATES: [FilterAlgo; 7] = [
+    FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+    FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+    FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT,
+    FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3,
+    FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD,
+    FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
+    FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING,
+];
+
+/// The fastest of `candidates` (benchmark mode): each one cuDNN accepts (`size` answers, the
+/// workspace fits under the limit and can be allocated, the warm-up `run` succeeds) is timed
+/// over [`BENCHMARK_REPS`] runs; `None` when none runs.
+fn fastest<A: Copy>(
+    dev: &CudaDevice,
+    candidates: &[A],
+    size: impl Fn(A) -> Result<usize>,
+    mut run: impl FnMut(A, Option<&mut CudaSlice<u8>>) -> Result<()>,
+) -> Result<Option<A>> {
+    let stream = dev.cuda_stream();
+    let mut best: Option<(f64, A)> = None;
+    for &algo in candidates {
+        let bytes = match size(algo) {
+            Ok(b) if b <= BENCHMARK_WORKSPACE_LIMIT => b,
+            _ => continue,
+        };
+        let Ok(mut ws) = workspace(dev, bytes) else {
+            continue;
+        };
+        if run(algo, ws.as_mut()).is_err() {
+            continue; // not supported for this geometry
+        }
+        stream.synchronize().w()?;
+        let start = Instant::now();
+        let mut ok = true;
+        for _ in 0..BENCHMARK_REPS {
+            ok &= run(algo, ws.as_mut()).is_ok();
+        }
+        stream.synchronize().w()?;
+        let seconds = start.elapsed().as_secs_f64();
+        if ok && best.is_none_or(|(b, _)| seconds < b) {
+            best = Some((seconds, algo));
+        }
+    }
+    Ok(best.map(|(_, a)| a))
 }
 
 type Cache<A> = RefCell<HashMap<AlgoKey, A>>;
@@ -94,6 +176,28 @@ fn cached<A: Copy + 'static>(
     let a = pick()?;
     cache.with(|c| c.borrow_mut().insert(key, a));
     Ok(a)
+}
+
+/// The algorithm for `key` — the fastest of `candidates` in benchmark mode (timed with `run`),
+/// else (or when none runs) the heuristic's — cached, then its workspace (or `fallback` and its
+/// workspace when that allocation fails).
+fn choose<A: Copy + 'static>(
+    cache: &'static LocalKey<Cache<A>>,
+    (dev, key): (&CudaDevice, AlgoKey),
+    (candidates, fallback): (&[A], A),
+    size: impl Fn(A) -> Result<usize> + Copy,
+    run: impl FnMut(A, Option<&mut CudaSlice<u8>>) -> Result<()>,
+    heuristic: impl FnOnce() -> Result<A>,
+) -> Result<(A, Option<CudaSlice<u8>>)> {
+    let best = cached(cache, key, || {
+        if key.benchmark {
+            if let Some(algo) = fastest(dev, candidates, size, run)? {
+                return Ok(algo);
+            }
+        }
+        heuristic()
+    })?;
+    algo_and_workspace(dev, best, fallback, size)
 }
 
 /// The math mode for data of `dtype` (see the module docs).
@@ -189,6 +293,7 @@ where
         geometry: *g,
         dtype: T::DTYPE,
         math,
+        benchmark: super::cudnn_benchmark(),
     };
     let scale = (T::from_f64(1.0), T::from_f64(0.0)); // out = 1 · result + 0 · out
     let count = |(n, c, h, w): (usize, usize, usize, usize)| n * c * h * w;
@@ -201,14 +306,23 @@ where
                 w: &w,
                 y: &y,
             };
-            let best = cached(&FWD_ALGOS, key, || Ok(conv2d.pick_algorithm()?))?;
-            let (algo, mut ws) = algo_and_workspace(
-                &dev,
-                best,
-                FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+            // SAFETY: every algorithm writes the whole output (β = 0).
+            let mut out = unsafe { dev.alloc::<T>(count(g.y_dims()))? };
+            let (algo, mut ws) = choose(
+                &FWD_ALGOS,
+                (&dev, key),
+                (
+                    &FWD_CANDIDATES,
+                    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+                ),
                 |a| Ok(conv2d.get_workspace_size(a)?),
+                |algo, ws| {
+                    // SAFETY: as the launch below.
+                    unsafe { conv2d.launch(algo, ws, scale, &a, &b, &mut out)? };
+                    Ok(())
+                },
+                || Ok(conv2d.pick_algorithm()?),
             )?;
-            let mut out = dev.alloc_zeros::<T>(count(g.y_dims()))?;
             // SAFETY: the descriptors describe exactly these contiguous NCHW buffers of `T`.
             unsafe { conv2d.launch(algo, ws.as_mut(), scale, &a, &b, &mut out)? };
             out
@@ -221,14 +335,23 @@ where
                 w: &w,
                 dy: &y,
             };
-            let best = cached(&DATA_ALGOS, key, || Ok(bwd.pick_algorithm()?))?;
-            let (algo, mut ws) = algo_and_workspace(
-                &dev,
-                best,
-                DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+            // SAFETY: every algorithm writes the whole output (β = 0).
+            let mut out = unsafe { dev.alloc::<T>(count(g.x_dims()))? };
+            let (algo, mut ws) = choose(
+                &DATA_ALGOS,
+                (&dev, key),
+                (
+                    &DATA_CANDIDATES,
+                    DataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
+                ),
                 |a| Ok(bwd.get_workspace_size(a)?),
+                |algo, ws| {
+                    // SAFETY: as the launch below.
+                    unsafe { bwd.launch(algo, ws, scale, &mut out, &b, &a)? };
+                    Ok(())
+                },
+                || Ok(bwd.pick_algorithm()?),
             )?;
-            let mut out = dev.alloc_zeros::<T>(count(g.x_dims()))?;
             // SAFETY: as above.
             unsafe { bwd.launch(algo, ws.as_mut(), scale, &mut out, &b, &a)? };
             out
@@ -241,14 +364,23 @@ where
                 dw: &w,
                 dy: &y,
             };
-            let best = cached(&FILTER_ALGOS, key, || Ok(bwd.pick_algorithm()?))?;
-            let (algo, mut ws) = algo_and_workspace(
-                &dev,
-                best,
-                FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+            // SAFETY: every algorithm writes the whole output (β = 0).
+            let mut out = unsafe { dev.alloc::<T>(count(g.w_dims()))? };
+            let (algo, mut ws) = choose(
+                &FILTER_ALGOS,
+                (&dev, key),
+                (
+                    &FILTER_CANDIDATES,
+                    FilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
+                ),
                 |a| Ok(bwd.get_workspace_size(a)?),
+                |algo, ws| {
+                    // SAFETY: as the launch below.
+                    unsafe { bwd.launch(algo, ws, scale, &a, &mut out, &b)? };
+                    Ok(())
+                },
+                || Ok(bwd.pick_algorithm()?),
             )?;
-            let mut out = dev.alloc_zeros::<T>(count(g.w_dims()))?;
             // SAFETY: as above.
             unsafe { bwd.launch(algo, ws.as_mut(), scale, &a, &mut out, &b)? };
             out

@@ -1,8 +1,11 @@
-//! Fused in-place optimizer updates for CPU `f32`/`f64` variables.
+//! Fused in-place optimizer updates for CPU `f32`/`f64` variables, and with the `cuda` feature
+//! and [`crate::gpu::custom_kernels`] on for CUDA `f32`/`f64` variables.
 //!
 //! One pass per parameter reads the gradient and updates the parameter storage and the
-//! optimizer's moment buffers (plain `Vec`s owned by the optimizer) in place, split into chunks
-//! across rayon threads. The arithmetic is element-wise identical to the tensor-op path of
+//! optimizer's moment buffers in place: on CPU plain `Vec`s owned by the optimizer, split into
+//! chunks across rayon threads; on CUDA device buffers owned by the optimizer, one kernel launch
+//! per parameter (`src/cuda/kernels.cu`, compiled without FMA contraction so that it rounds as
+//! the CPU kernel does) instead of ~12 candle kernels each allocating a full-size tensor. The arithmetic is element-wise identical to the tensor-op path of
 //! [`super::Sgd`]/[`super::Adam`]/[`super::AdamW`] (same operations in the same order), which
 //! other devices and dtypes keep using.
 
@@ -16,17 +19,28 @@ use rayon::prelude::*;
 /// Elements per rayon task (small tensors such as biases run in one task).
 const CHUNK: usize = 1 << 15;
 
-/// An optimizer state buffer in host memory, in the variable's dtype.
+/// An optimizer state buffer of the fused path, in the variable's dtype: host memory for CPU
+/// variables, device memory for CUDA variables.
 #[derive(Debug, Clone)]
-pub(super) enum HostBuf {
+pub(super) enum StateBuf {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::DeviceBuf),
 }
 
-impl HostBuf {
+impl StateBuf {
     /// A zero buffer for `var`'s elements.
     pub(super) fn zeros(var: &Var) -> Result<Self> {
         let n = var.elem_count();
+        #[cfg(feature = "cuda")]
+        if let candle_core::Device::Cuda(dev) = var.device() {
+            return Ok(Self::Cuda(crate::cuda::DeviceBuf::zeros(
+                dev,
+                var.dtype(),
+                n,
+            )?));
+        }
         match var.dtype() {
             DType::F32 => Ok(Self::F32(vec![0.0; n])),
             DType::F64 => Ok(Self::F64(vec![0.0; n])),
@@ -35,10 +49,11 @@ impl HostBuf {
     }
 }
 
-/// Whether `var` takes the fused host path: a contiguous CPU tensor of dtype `f32` or `f64`.
+/// Whether `var` takes the fused path: a contiguous CPU (or, with the `cuda` feature, CUDA)
+/// tensor of dtype `f32` or `f64`.
 pub(super) fn eligible(var: &Var) -> bool {
-    var.device().is_cpu()
-        && matches!(var.dtype(), DType::F32 | DType::F64)
+    ((var.device().is_cpu() && matches!(var.dtype(), DType::F32 | DType::F64))
+        || crate::gpu::use_kernels(var.as_tensor()))
         && var.as_tensor().is_contiguous()
 }
 
@@ -68,7 +83,7 @@ pub(super) enum Rule {
 
 /// Applies `rule` in place to `var` with gradient `grad` (same dtype, any layout) and the state
 /// buffers `bufs` (SGD: `[]` or `[momentum]`; Adam: `[m, v]`), each with `var`'s element count.
-pub(super) fn step(var: &Var, grad: &Tensor, rule: Rule, bufs: &mut [HostBuf]) -> Result<()> {
+pub(super) fn step(var: &Var, grad: &Tensor, rule: Rule, bufs: &mut [StateBuf]) -> Result<()> {
     let grad = if grad.is_contiguous() {
         grad.clone()
     } else {
@@ -84,7 +99,7 @@ pub(super) fn step(var: &Var, grad: &Tensor, rule: Rule, bufs: &mut [HostBuf]) -
 /// The in-place op: `dst` is the parameter storage, the source the gradient.
 struct FusedStep<'a> {
     rule: Rule,
-    bufs: RefCell<&'a mut [HostBuf]>,
+    bufs: RefCell<&'a mut [StateBuf]>,
 }
 
 /// The contiguous element range of `layout`.
@@ -121,8 +136,8 @@ impl InplaceOp2 for FusedStep<'_> {
                 let mut views = Vec::with_capacity(bufs.len());
                 for b in bufs.iter_mut() {
                     match b {
-                        HostBuf::F32(v) => views.push(v.as_mut_slice()),
-                        HostBuf::F64(_) => bail!("fused optimizer step: f64 state for f32 var"),
+                        StateBuf::F32(v) => views.push(v.as_mut_slice()),
+                        _ => bail!("fused optimizer step: state of another dtype or device"),
                     }
                 }
                 apply(self.rule, &mut p[rp], &g[rg], views)
@@ -131,8 +146,8 @@ impl InplaceOp2 for FusedStep<'_> {
                 let mut views = Vec::with_capacity(bufs.len());
                 for b in bufs.iter_mut() {
                     match b {
-                        HostBuf::F64(v) => views.push(v.as_mut_slice()),
-                        HostBuf::F32(_) => bail!("fused optimizer step: f32 state for f64 var"),
+                        StateBuf::F64(v) => views.push(v.as_mut_slice()),
+                        _ => bail!("fused optimizer step: state of another dtype or device"),
                     }
                 }
                 apply(self.rule, &mut p[rp], &g[rg], views)
@@ -143,6 +158,65 @@ impl InplaceOp2 for FusedStep<'_> {
                 g.dtype()
             ),
         }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &mut candle_core::cuda::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::cuda::CudaStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        use crate::cuda::StepScalars;
+        if s1.dtype() != s2.dtype() {
+            bail!(
+                "fused optimizer step: parameter {:?} and gradient {:?} must have the same dtype",
+                s1.dtype(),
+                s2.dtype()
+            );
+        }
+        let scalars = match self.rule {
+            Rule::Sgd {
+                lr,
+                wd,
+                momentum,
+                dampening,
+                nesterov,
+                first,
+            } => StepScalars::Sgd(lr, wd, momentum, 1.0 - dampening, nesterov, first),
+            Rule::Adam {
+                lr,
+                wd,
+                decoupled,
+                beta1,
+                beta2,
+                eps,
+                step,
+            } => {
+                let s = adam_scalars(lr, wd, beta1, beta2, eps, step);
+                StepScalars::Adam(s, decoupled)
+            }
+        };
+        let mut bufs = self.bufs.borrow_mut();
+        let mut device = Vec::with_capacity(bufs.len());
+        for b in bufs.iter_mut() {
+            match b {
+                StateBuf::Cuda(d) => device.push(d),
+                _ => bail!("fused optimizer step: host state for a CUDA variable"),
+            }
+        }
+        let wanted = match scalars {
+            StepScalars::Sgd(_, _, momentum, ..) => usize::from(momentum != 0.0),
+            StepScalars::Adam(..) => 2,
+        };
+        if device.len() != wanted {
+            bail!(
+                "fused optimizer step: expected {wanted} state buffers, found {}",
+                device.len()
+            );
+        }
+        crate::cuda::optimizer_step((s1, l1), (s2, l2), &mut device, scalars)
     }
 }
 
@@ -269,6 +343,24 @@ fn sgd_chunk<T: Real>(
     }
 }
 
+/// Adam's scalars at 1-based step `step`, as both kernels (CPU and CUDA) use them:
+/// `[β1, 1 − β1, β2, 1 − β2, wd, 1 − lr·wd, 1/√bc2, ε, lr/bc1]` with `bc = 1 − β^step`.
+fn adam_scalars(lr: f64, wd: f64, beta1: f64, beta2: f64, eps: f64, step: i32) -> [f64; 9] {
+    let bc1 = 1.0 - beta1.powi(step);
+    let bc2 = 1.0 - beta2.powi(step);
+    [
+        beta1,
+        1.0 - beta1,
+        beta2,
+        1.0 - beta2,
+        wd,
+        1.0 - lr * wd,
+        1.0 / bc2.sqrt(),
+        eps,
+        lr / bc1,
+    ]
+}
+
 /// Adam/AdamW on one chunk with moments `m`, `v` (zero before the first step).
 fn adam_chunk<T: Real>(
     p: &mut [T],
@@ -277,16 +369,8 @@ fn adam_chunk<T: Real>(
     v: &mut [T],
     (lr, wd, decoupled, beta1, beta2, eps, step): (f64, f64, bool, f64, f64, f64, i32),
 ) {
-    let bc1 = 1.0 - beta1.powi(step);
-    let bc2 = 1.0 - beta2.powi(step);
-    let (b1, c1, b2, c2) = (
-        T::of(beta1),
-        T::of(1.0 - beta1),
-        T::of(beta2),
-        T::of(1.0 - beta2),
-    );
-    let (wd_t, shrink) = (T::of(wd), T::of(1.0 - lr * wd));
-    let (inv_bc2, eps_t, step_size) = (T::of(1.0 / bc2.sqrt()), T::of(eps), T::of(lr / bc1));
+    let [b1, c1, b2, c2, wd_t, shrink, inv_bc2, eps_t, step_size] =
+        adam_scalars(lr, wd, beta1, beta2, eps, step).map(T::of);
     for i in 0..p.len() {
         let mut gi = g[i];
         let mut pi = p[i];
