@@ -1,8 +1,10 @@
 //! `cargo xtask ci`: the one check run before every commit and by `.ci/run`.
 //! Cheapest first: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo test`, `cargo doc`,
-//! then the NVRTC compile check of umt-nn's CUDA kernels (`data-prep/golden/cuda/check_nvrtc.py`;
-//! it says plainly that it skipped when `python3` or libnvrtc is absent: `.ci/run` installs
-//! NVIDIA's `nvidia-cuda-nvrtc` wheel into `target/nvrtc`).
+//! then two checks of umt-nn's CUDA kernels that need no GPU: they compile with NVRTC
+//! (`data-prep/golden/cuda/check_nvrtc.py`; `.ci/run` installs NVIDIA's `nvidia-cuda-nvrtc`
+//! wheel into `target/nvrtc`), and they compute what the CPU kernels compute when run on a host
+//! emulation of CUDA (`data-prep/golden/cuda/check_kernels.cpp`, built with `g++`). Each says
+//! plainly that it skipped when its tool is absent.
 
 use std::process::Command;
 
@@ -59,17 +61,57 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
     nvrtc_check()?;
+    kernel_emulation_check()?;
     eprintln!("all checks passed");
+    Ok(())
+}
+
+/// The workspace root (xtask's parent folder).
+fn root() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent folder")?
+        .to_path_buf())
+}
+
+/// Runs umt-nn's CUDA kernels on a host emulation of CUDA against references written from the
+/// CPU kernels (`data-prep/golden/cuda/check_kernels.cpp`); skips with a message without `g++`.
+fn kernel_emulation_check() -> anyhow::Result<()> {
+    let root = root()?;
+    let exe = root.join("target/check_kernels");
+    eprintln!("==> CUDA kernels on a host emulation (g++)");
+    let built = Command::new("g++")
+        .args(["-std=c++20", "-O1", "-pthread", "-ffp-contract=off", "-I"])
+        .arg(root.join("crates/umt-nn/src/cuda"))
+        .arg(root.join("data-prep/golden/cuda/check_kernels.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .status();
+    match built {
+        Err(e) => {
+            eprintln!(
+                "    skipped: cannot run `g++` ({e}); install it (Debian: apt-get install g++)"
+            );
+            return Ok(());
+        }
+        Ok(s) if !s.success() => bail!("check_kernels.cpp does not compile ({s})"),
+        Ok(_) => {}
+    }
+    let status = Command::new(&exe)
+        .status()
+        .with_context(|| format!("could not start {}", exe.display()))?;
+    if !status.success() {
+        bail!(
+            "umt-nn's CUDA kernels differ from the CPU references on the host emulation ({status})"
+        );
+    }
     Ok(())
 }
 
 /// Compiles `crates/umt-nn/src/cuda/kernels.cu` with NVRTC (no GPU needed); skips with a
 /// message when `python3` or libnvrtc is missing.
 fn nvrtc_check() -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent folder")?
-        .to_path_buf();
+    let root = root()?;
     let script = root.join("data-prep/golden/cuda/check_nvrtc.py");
     let source = root.join("crates/umt-nn/src/cuda/kernels.cu");
     let wheel = root.join("target/nvrtc");

@@ -76,7 +76,23 @@ enum Command {
     BuildCuda(build_cuda::Args),
 }
 
+/// candle's CPU element-wise ops (the additions that accumulate gradients in its backward pass,
+/// above all) run on candle's own thread pool, whose workers spin-wait, separate from the rayon
+/// pool that umt-nn's kernels (convolution, BatchNorm, pools, optimizer) use. With both pools
+/// sized to the cores, their spinning threads compete: on this project's 2-core VM a training
+/// step of the CPU preset's shape took 16–84 % longer and burned 25–61 % more CPU time than with
+/// candle's pool reduced to the calling thread; at the paper's audio shape (large tensors) the
+/// difference was within noise (docs/performance.md, "Threads"). Unless the user set
+/// `CANDLE_NUM_THREADS`, candle's pool therefore gets no extra worker.
+fn one_candle_thread() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Called first thing in `main`, before any other thread exists.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    one_candle_thread();
     match Cli::parse().command {
         Command::Spectrogram(args) => spectrogram::run(args),
         Command::SampleFrames(args) => sample_frames::run(args),

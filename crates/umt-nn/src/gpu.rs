@@ -2,10 +2,11 @@
 //! (+ residual + ReLU) of [`crate::norm`], the max pool of [`crate::pool`] and the fused SGD /
 //! Adam / AdamW steps of [`crate::optim`] on CUDA f32/f64 tensors.
 //!
-//! **Off by default** until they have been checked on a GPU: they compile in the CUDA build
-//! (and their source compiles with NVRTC 13.0), and `tests/cuda.rs` compares each against the
-//! CPU kernels, but no GPU was available to run that comparison when they were written (see
-//! `docs/gpu.md`). Off, CUDA tensors take candle's device-generic ops, as before. Turn them on
+//! **Off by default** until they have been checked on a GPU: they compile in the CUDA build,
+//! their source compiles with NVRTC 13.0 and, run on a host emulation of CUDA, they match the
+//! CPU kernels (both checks in `cargo xtask ci`), and `tests/cuda.rs` compares each against the
+//! CPU kernels on a GPU — but no GPU was available to run that comparison when they were
+//! written (see `docs/gpu.md`). Off, CUDA tensors take candle's device-generic ops, as before. Turn them on
 //! with [`set_custom_kernels`] or the environment variable `UMT_CUDA_KERNELS=1` (read once, at
 //! the first query; `1`/`true`/`on` and `0`/`false`/`off`, case-insensitive). Without the
 //! `cuda` feature the switch only records the setting.

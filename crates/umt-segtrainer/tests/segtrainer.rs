@@ -208,6 +208,19 @@ fn bad_configs_are_rejected() -> Result<()> {
     let ok = SegExperimentConfig::from_json_str(&serde_json::to_string(&tiny())?, path)?;
     assert_eq!(ok, tiny());
 
+    // An unknown value of an enum field (the probe's frozen BatchNorm mode) names the value.
+    let mut json = serde_json::to_value(tiny())?;
+    json["probe"]["frozen_bn"] = serde_json::json!("frozen");
+    let err = SegExperimentConfig::from_json_str(&json.to_string(), path)
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("unknown frozen_bn value accepted"))?;
+    assert!(matches!(err, Error::Json { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("unknown variant `frozen`") && text.contains("cfg.json"),
+        "{text}"
+    );
+
     let mut bad = tiny();
     bad.train.batch_size = 0;
     assert!(matches!(
