@@ -2,8 +2,10 @@
 //! `bias` `(C_out)`) and the [`conv2d`] function it calls.
 //!
 //! On CPU (f32 and f64) the convolution is a candle custom op with its own forward and backward
-//! (im2col + GEMM forward, GEMM + col2im input gradient, per-sample GEMM weight gradient summed
-//! per thread, 1×1 stride-1 convolutions straight to GEMM); see `conv/cpu.rs`. The backward
+//! (stride-1 convolutions with ≥ 8 channels per group: one GEMM per kernel tap on the
+//! zero-padded sample, i.e. implicit im2col; otherwise im2col + GEMM forward, GEMM + col2im
+//! input gradient, per-sample GEMM weight gradient summed per thread; 1×1 stride-1 straight to
+//! GEMM); see `conv/cpu.rs` (`UMT_CONV_CPU_ALGO=im2col|shifted` forces a family). The backward
 //! skips the gradient of an operand outside the autograd graph (`Tensor::track_op`), e.g. the
 //! input images of a stem convolution. It is several
 //! times faster than candle 0.11's builtin backward (`conv_transpose2d` loop) and fixes its

@@ -1,5 +1,21 @@
-//! CPU kernels of the convolution: im2col / col2im and the three GEMM-based passes
-//! (forward, input gradient, weight gradient) over NCHW buffers.
+//! CPU kernels of the convolution: the three GEMM-based passes (forward, input gradient, weight
+//! gradient) over NCHW buffers, in two families:
+//!
+//! - **im2col**: the sample's column matrix `(C_in·kH·kW, OH·OW)` is materialised and one GEMM
+//!   per group does the pass (col2im scatters the input gradient back); for output planes of
+//!   8×8 and smaller the whole batch goes into one "packed" GEMM. Every geometry can run it.
+//! - **shifted GEMM** (implicit im2col, stride-1 convolutions): the sample is zero-padded once
+//!   to `(C, H + 2pH, W + 2pW)` and each kernel tap `(i, j)` is ONE GEMM whose right operand is
+//!   the padded sample viewed at offset `i·dH·Wp + j·dW` (row stride `Hp·Wp`, column stride 1);
+//!   outputs live on the padded-width grid `(OH, Wp)` whose last `Wp − OW` columns are junk
+//!   and are dropped when the tile is copied out. The input gradient is the same kernel on the
+//!   gradient padded by `(k − 1)·d − p` with the flipped, transposed weights; the weight gradient
+//!   is one GEMM per tap against the gradient laid on the same grid with its junk columns
+//!   zeroed. Columns are processed in tiles so the accumulator stays in cache across the taps.
+//!
+//! [`uses_shifted`] picks the family per geometry and pass (measured on a 2-core AVX-512 Xeon:
+//! see `docs/performance.md`); the environment variable `UMT_CONV_CPU_ALGO=im2col|shifted`
+//! (read once) forces one family wherever it applies, for benchmarks.
 //!
 //! Threading: when the batch has at least as many samples as rayon has threads, samples are
 //! split into one contiguous chunk per thread and every thread runs single-threaded GEMMs on its
@@ -472,9 +488,465 @@ fn plan(batch: usize) -> Plan {
     }
 }
 
+// ------------------------------------------------------------------------------------------
+// Shifted GEMM (implicit im2col) for stride-1 convolutions; see the module docs.
+
+/// A pass of the convolution, for the per-pass choice of kernel family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    Forward,
+    InputGrad,
+    WeightGrad,
+}
+
+/// A requested kernel family (`Auto`: the measured heuristic of [`uses_shifted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Algo {
+    Auto,
+    Im2col,
+    Shifted,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Unit tests force a family on their own thread (the kernels are chosen on the thread that
+    /// calls the op, before any rayon work starts).
+    pub(crate) static TEST_ALGO: std::cell::Cell<Option<Algo>> = const { std::cell::Cell::new(None) };
+}
+
+/// The family requested through `UMT_CONV_CPU_ALGO` (read once), or by a unit test.
+fn requested() -> Algo {
+    #[cfg(test)]
+    if let Some(a) = TEST_ALGO.with(std::cell::Cell::get) {
+        return a;
+    }
+    static ENV: std::sync::OnceLock<Algo> = std::sync::OnceLock::new();
+    *ENV.get_or_init(|| match std::env::var("UMT_CONV_CPU_ALGO").as_deref() {
+        Ok("im2col") => Algo::Im2col,
+        Ok("shifted") => Algo::Shifted,
+        Ok("" | "auto") | Err(_) => Algo::Auto,
+        Ok(other) => {
+            eprintln!(
+                "warning: UMT_CONV_CPU_ALGO={other:?} is not one of auto, im2col, shifted: \
+                 choosing automatically"
+            );
+            Algo::Auto
+        }
+    })
+}
+
+/// Whether the shifted kernels can run `g`: stride 1, a non-empty input plane, and (for the
+/// input gradient, which pads the output gradient by `(k − 1)·d − p`) padding no larger than
+/// the dilated kernel's reach.
+fn shifted_applies(g: &Geometry, pass: Pass) -> bool {
+    let reach = g.ph <= (g.kh - 1) * g.dh && g.pw <= (g.kw - 1) * g.dw;
+    g.sh == 1 && g.sw == 1 && g.h > 0 && g.w > 0 && (pass != Pass::InputGrad || reach)
+}
+
+/// Smallest channels per group (the inner dimension of the per-tap GEMMs) run shifted
+/// automatically (8 is the smallest measured, where shifted was already 1.5–2.7× faster).
+const SHIFT_MIN_CHANNELS: usize = 8;
+
+/// Automatic choice: shifted while one tap's weights (`C_out/G × C_in/G` elements, re-read
+/// for every sample) are at most this many times the sample's grid columns `(OH − 1)·Wp + OW`.
+/// Measured (single thread, f32, 3×3 p1, all three passes): 64 channels at 16×16 and 4×4,
+/// 128 at 8×8 and 256 at 33×20 run 10–25% faster shifted (ratios 14, 186, 210, 96); 256 at
+/// 4×4 and 512 at 17×10 run 30–70% slower (ratios 2980, 1300).
+const SHIFT_MAX_WEIGHTS_PER_COLUMN: usize = 256;
+
+/// Whether pass `pass` of `g` runs the shifted kernels.
+pub(crate) fn uses_shifted(g: &Geometry, pass: Pass) -> bool {
+    if !shifted_applies(g, pass) {
+        return false;
+    }
+    match requested() {
+        Algo::Im2col => false,
+        Algo::Shifted => true,
+        Algo::Auto => {
+            let (cig, cog) = (g.c_in / g.groups, g.c_out / g.groups);
+            let cols = (g.oh - 1) * (g.w + 2 * g.pw) + g.ow;
+            !g.is_pointwise()
+                && cig.min(cog) >= SHIFT_MIN_CHANNELS
+                && cig * cog <= SHIFT_MAX_WEIGHTS_PER_COLUMN * cols
+        }
+    }
+}
+
+/// Bytes of a column tile's accumulator (kept in the per-core L2 cache across the taps).
+const SHIFT_TILE_BYTES: usize = 256 << 10;
+
+/// Fewest columns per tile (narrower GEMMs lose more to packing the weights than the cache
+/// saves).
+const SHIFT_MIN_TILE_COLS: usize = 128;
+
+/// Columns per tile for `rows` accumulator rows of `T`, at most `n`.
+fn tile_cols<T>(rows: usize, n: usize) -> usize {
+    let per_row = SHIFT_TILE_BYTES / std::mem::size_of::<T>() / rows.max(1);
+    per_row.max(SHIFT_MIN_TILE_COLS).min(n).max(1)
+}
+
+/// Copies `src (C, H, W)` into the interior of `dst (C, H + 2pt, W + 2pl)` and zeroes the
+/// border (every element of `dst` is written).
+fn pad_into<T: Element>(
+    src: &[T],
+    (h, w): (usize, usize),
+    (pt, pl): (usize, usize),
+    dst: &mut [T],
+) {
+    let (hs, ws) = (h + 2 * pt, w + 2 * pl);
+    for (sc, dc) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(hs * ws)) {
+        dc[..pt * ws].fill(T::default());
+        dc[(pt + h) * ws..].fill(T::default());
+        for (r, srow) in sc.chunks_exact(w).enumerate() {
+            let drow = &mut dc[(pt + r) * ws..][..ws];
+            drow[..pl].fill(T::default());
+            drow[pl..pl + w].copy_from_slice(srow);
+            drow[pl + w..].fill(T::default());
+        }
+    }
+}
+
+/// The weights rearranged once per call into one contiguous row-major matrix per tap and
+/// group, `(kH·kW, G, rows, cols)`: the left operands of the shifted GEMMs. (Read in place
+/// from `(C_out, C_in/G, kH, kW)`, every tap's GEMM would pack the whole weight tensor at a
+/// stride of `kH·kW` elements.)
+struct TapWeights<T> {
+    data: Vec<T>,
+    rows: usize,
+    cols: usize,
+    groups: usize,
+}
+
+impl<T: Element> TapWeights<T> {
+    /// Forward: tap `t`, group `gi` is `W[gi·cog + r, c, t]` (`rows = C_out/G`,
+    /// `cols = C_in/G`); transposed and flipped (input gradient): `W[gi·cog + c, r, kH·kW − 1 −
+    /// t]` (`rows = C_in/G`, `cols = C_out/G`).
+    fn new(w: &[T], g: &Geometry, transposed_flipped: bool) -> Self {
+        let (taps, cig, cog) = (g.kh * g.kw, g.c_in / g.groups, g.c_out / g.groups);
+        let (rows, cols) = if transposed_flipped {
+            (cig, cog)
+        } else {
+            (cog, cig)
+        };
+        // Written in order (each destination element once), read at a stride of kH·kW.
+        let mut data = Vec::with_capacity(w.len());
+        for tap in 0..taps {
+            let t = if transposed_flipped {
+                taps - 1 - tap
+            } else {
+                tap
+            };
+            for gi in 0..g.groups {
+                for r in 0..rows {
+                    data.extend((0..cols).map(|c| {
+                        let (o, ci) = if transposed_flipped { (c, r) } else { (r, c) };
+                        w[((gi * cog + o) * cig + ci) * taps + t]
+                    }));
+                }
+            }
+        }
+        Self {
+            data,
+            rows,
+            cols,
+            groups: g.groups,
+        }
+    }
+
+    fn mat(&self, tap: usize, gi: usize) -> Mat<T> {
+        Mat {
+            ptr: self.data[(tap * self.groups + gi) * self.rows * self.cols..].as_ptr(),
+            rs: self.cols as isize,
+            cs: 1,
+        }
+    }
+}
+
+/// A stride-1 correlation of one zero-padded sample `src (C_src, Hs, Ws)` with a `kH × kW`
+/// kernel (dilation `(dH, dW)`, `groups` groups): `dst (C_dst, OH, OW)` with
+/// `OH = Hs − (kH − 1)·dH`, `OW = Ws − (kW − 1)·dW`.
+struct Shift {
+    c_src: usize,
+    c_dst: usize,
+    hs: usize,
+    ws: usize,
+    kh: usize,
+    kw: usize,
+    dh: usize,
+    dw: usize,
+    groups: usize,
+}
+
+impl Shift {
+    /// The forward (and weight-gradient) correlation: the input padded by `p`, `C_in → C_out`.
+    fn over_input(g: &Geometry) -> Self {
+        Self {
+            c_src: g.c_in,
+            c_dst: g.c_out,
+            hs: g.h + 2 * g.ph,
+            ws: g.w + 2 * g.pw,
+            kh: g.kh,
+            kw: g.kw,
+            dh: g.dh,
+            dw: g.dw,
+            groups: g.groups,
+        }
+    }
+
+    /// The input-gradient correlation: the output gradient padded by `(k − 1)·d − p` (which
+    /// [`shifted_applies`] keeps non-negative), `C_out → C_in`, output `(H, W)`.
+    fn over_output_grad(g: &Geometry) -> Self {
+        let (qh, qw) = ((g.kh - 1) * g.dh - g.ph, (g.kw - 1) * g.dw - g.pw);
+        Self {
+            c_src: g.c_out,
+            c_dst: g.c_in,
+            hs: g.oh + 2 * qh,
+            ws: g.ow + 2 * qw,
+            ..Self::over_input(g)
+        }
+    }
+
+    fn out(&self) -> (usize, usize) {
+        (
+            self.hs - (self.kh - 1) * self.dh,
+            self.ws - (self.kw - 1) * self.dw,
+        )
+    }
+
+    /// Grid columns computed: `(OH − 1)·Ws + OW` (the junk tail of the last row is skipped, so
+    /// every shifted read stays inside `src`).
+    fn cols(&self) -> usize {
+        let (oh, ow) = self.out();
+        (oh - 1) * self.ws + ow
+    }
+
+    /// Offset of tap `(i, j)` in a padded plane.
+    fn offset(&self, i: usize, j: usize) -> usize {
+        i * self.dh * self.ws + j * self.dw
+    }
+
+    /// Scratch elements of the tile accumulator.
+    fn tile_len<T>(&self) -> usize {
+        self.c_dst * tile_cols::<T>(self.c_dst, self.cols())
+    }
+
+    /// `dst (C_dst, OH, OW) := Σ_taps A_tap · src shifted`, one GEMM per group and tap on each
+    /// column tile of `tile` (`tile_len` elements), then the tile's valid columns copied out.
+    fn run<T: Element>(
+        &self,
+        src: &[T],
+        a: &TapWeights<T>,
+        tile: &mut [T],
+        dst: &mut [T],
+        par: Parallelism,
+    ) {
+        let (oh, ow) = self.out();
+        let n = self.cols();
+        let tl = tile.len() / self.c_dst;
+        let (cig, cog) = (self.c_src / self.groups, self.c_dst / self.groups);
+        let plane = self.hs * self.ws;
+        for n0 in (0..n).step_by(tl) {
+            let nt = tl.min(n - n0);
+            for gi in 0..self.groups {
+                for i in 0..self.kh {
+                    for j in 0..self.kw {
+                        let t = i * self.kw + j;
+                        let off = self.offset(i, j);
+                        // SAFETY: the tile block (cog, nt) with row stride tl lies in `tile`;
+                        // the weights lie in `w`; the shifted source reads src[c·plane + off +
+                        // p] for c < C_src, p < n, whose largest index is C_src·plane − 1.
+                        unsafe {
+                            matmul(
+                                cog,
+                                nt,
+                                cig,
+                                tile[gi * cog * tl..].as_mut_ptr(),
+                                tl,
+                                t > 0,
+                                a.mat(t, gi),
+                                Mat {
+                                    ptr: src[gi * cig * plane + off + n0..].as_ptr(),
+                                    rs: plane as isize,
+                                    cs: 1,
+                                },
+                                par,
+                            )
+                        }
+                    }
+                }
+            }
+            // Copy the valid columns of grid rows n0 / Ws ..= (n0 + nt − 1) / Ws.
+            for c in 0..self.c_dst {
+                let trow = &tile[c * tl..][..nt];
+                let dplane = &mut dst[c * oh * ow..][..oh * ow];
+                for oy in n0 / self.ws..=(n0 + nt - 1) / self.ws {
+                    let lo = (oy * self.ws).max(n0);
+                    let hi = (oy * self.ws + ow).min(n0 + nt);
+                    if lo < hi {
+                        dplane[oy * ow + lo - oy * self.ws..][..hi - lo]
+                            .copy_from_slice(&trow[lo - n0..hi - n0]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shifted forward: pads each sample, then [`Shift::run`] with the weights `(C_out, C_in)`
+/// per tap.
+fn forward_shifted<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let mut y = vec![T::default(); g.b * g.c_out * hw_out];
+    if y.is_empty() {
+        return y;
+    }
+    let s = Shift::over_input(g);
+    let a = TapWeights::new(w, g, false);
+    let plan = plan(g.b);
+    let src_len = g.c_in * s.hs * s.ws;
+    y.par_chunks_mut(plan.chunk * g.c_out * hw_out)
+        .enumerate()
+        .for_each(|(ci, ychunk)| {
+            T::with_scratch(src_len + s.tile_len::<T>(), |buf| {
+                let (xpad, tile) = buf.split_at_mut(src_len);
+                for (bi, yb) in ychunk.chunks_mut(g.c_out * hw_out).enumerate() {
+                    let b = ci * plan.chunk + bi;
+                    let xb = &x[b * g.c_in * hw_in..][..g.c_in * hw_in];
+                    pad_into(xb, (g.h, g.w), (g.ph, g.pw), xpad);
+                    s.run(xpad, &a, tile, yb, plan.gemm);
+                }
+            });
+        });
+    y
+}
+
+/// Shifted input gradient: the output gradient padded by `(k − 1)·d − p`, correlated with the
+/// flipped weights `(C_in, C_out)` per tap.
+fn input_grad_shifted<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let mut dx = vec![T::default(); g.b * g.c_in * hw_in];
+    if dx.is_empty() || hw_out == 0 {
+        return dx;
+    }
+    let s = Shift::over_output_grad(g);
+    let (qh, qw) = ((s.hs - g.oh) / 2, (s.ws - g.ow) / 2);
+    let a = TapWeights::new(w, g, true);
+    let plan = plan(g.b);
+    let src_len = g.c_out * s.hs * s.ws;
+    dx.par_chunks_mut(plan.chunk * g.c_in * hw_in)
+        .enumerate()
+        .for_each(|(ci, dxchunk)| {
+            T::with_scratch(src_len + s.tile_len::<T>(), |buf| {
+                let (dypad, tile) = buf.split_at_mut(src_len);
+                for (bi, dxb) in dxchunk.chunks_mut(g.c_in * hw_in).enumerate() {
+                    let b = ci * plan.chunk + bi;
+                    let dyb = &dy[b * g.c_out * hw_out..][..g.c_out * hw_out];
+                    pad_into(dyb, (g.oh, g.ow), (qh, qw), dypad);
+                    s.run(dypad, &a, tile, dxb, plan.gemm);
+                }
+            });
+        });
+    dx
+}
+
+/// Shifted weight gradient: per sample and tap, `dW_tap (C_out, C_in) += dy_grid (C_out, n) ·
+/// x_pad shiftedᵀ (n, C_in)` with `dy` laid on the padded-width grid (junk columns zero),
+/// accumulated per thread in `(kH·kW, C_out, C_in/G)` and permuted at the end.
+fn weight_grad_shifted<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let (taps, cig, cog) = (g.kh * g.kw, g.c_in / g.groups, g.c_out / g.groups);
+    let len = g.c_out * cig * taps;
+    if len == 0 || g.b == 0 || hw_out == 0 {
+        return vec![T::default(); len];
+    }
+    let s = Shift::over_input(g);
+    let (n, plane) = (s.cols(), s.hs * s.ws);
+    let kt = tile_cols::<T>(cog + cig, n);
+    let plan = plan(g.b);
+    let src_len = g.c_in * plane;
+    let chunks: Vec<usize> = (0..g.b.div_ceil(plan.chunk)).collect();
+    let partials: Vec<Vec<T>> = chunks
+        .par_iter()
+        .map(|&ci| {
+            let mut acc = vec![T::default(); len]; // (kH·kW, C_out, C_in/G)
+            T::with_scratch(src_len + g.c_out * n, |buf| {
+                let (xpad, dyg) = buf.split_at_mut(src_len);
+                for b in ci * plan.chunk..((ci + 1) * plan.chunk).min(g.b) {
+                    pad_into(
+                        &x[b * g.c_in * hw_in..][..g.c_in * hw_in],
+                        (g.h, g.w),
+                        (g.ph, g.pw),
+                        xpad,
+                    );
+                    let dyb = &dy[b * g.c_out * hw_out..][..g.c_out * hw_out];
+                    for (src, row) in dyb.chunks_exact(hw_out).zip(dyg.chunks_exact_mut(n)) {
+                        for (oy, srow) in src.chunks_exact(g.ow).enumerate() {
+                            let start = oy * s.ws;
+                            row[start..start + g.ow].copy_from_slice(srow);
+                            row[start + g.ow..(start + s.ws).min(n)].fill(T::default());
+                        }
+                    }
+                    for k0 in (0..n).step_by(kt) {
+                        let k = kt.min(n - k0);
+                        for gi in 0..g.groups {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let t = i * g.kw + j;
+                                    let off = s.offset(i, j);
+                                    // SAFETY: (cog, cig) ⊂ acc; dyg rows of n columns; the
+                                    // shifted xpad reads stay below C_in·plane (see Shift::run).
+                                    unsafe {
+                                        matmul(
+                                            cog,
+                                            cig,
+                                            k,
+                                            acc[(t * g.c_out + gi * cog) * cig..].as_mut_ptr(),
+                                            cig,
+                                            true,
+                                            Mat {
+                                                ptr: dyg[gi * cog * n + k0..].as_ptr(),
+                                                rs: n as isize,
+                                                cs: 1,
+                                            },
+                                            Mat {
+                                                ptr: xpad[gi * cig * plane + off + k0..].as_ptr(),
+                                                rs: 1,
+                                                cs: plane as isize,
+                                            },
+                                            plan.gemm,
+                                        )
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            acc
+        })
+        .collect();
+    let mut iter = partials.into_iter();
+    let mut total = iter.next().unwrap_or_else(|| vec![T::default(); len]);
+    for p in iter {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    // (kH·kW, C_out, C_in/G) → (C_out, C_in/G, kH·kW)
+    let mut dw = vec![T::default(); len];
+    for (t, block) in total.chunks_exact(g.c_out * cig).enumerate() {
+        for (oc, &v) in block.iter().enumerate() {
+            dw[oc * taps + t] = v;
+        }
+    }
+    dw
+}
+
 /// Forward: `x (B, C_in, H, W)`, `w (C_out, C_in/G, kH, kW)` → `y (B, C_out, OH, OW)`.
 pub(crate) fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
-    if packed(g) {
+    if uses_shifted(g, Pass::Forward) {
+        forward_shifted(x, w, g)
+    } else if packed(g) {
         forward_packed(x, w, g)
     } else {
         forward_per_sample(x, w, g)
@@ -536,7 +1008,9 @@ fn forward_per_sample<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 
 /// Input gradient: `dy (B, C_out, OH, OW)`, `w (C_out, C_in/G, kH, kW)` → `dx (B, C_in, H, W)`.
 pub(crate) fn input_grad<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
-    if packed(g) {
+    if uses_shifted(g, Pass::InputGrad) {
+        input_grad_shifted(dy, w, g)
+    } else if packed(g) {
         input_grad_packed(dy, w, g)
     } else {
         input_grad_per_sample(dy, w, g)
@@ -598,7 +1072,9 @@ fn input_grad_per_sample<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> 
 /// Weight gradient: `x (B, C_in, H, W)`, `dy (B, C_out, OH, OW)` → `dw (C_out, C_in/G, kH, kW)`,
 /// summed over the batch one sample at a time (scratch: one sample's columns per thread).
 pub(crate) fn weight_grad<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
-    if packed(g) {
+    if uses_shifted(g, Pass::WeightGrad) {
+        weight_grad_shifted(x, dy, g)
+    } else if packed(g) {
         weight_grad_packed(x, dy, g)
     } else {
         weight_grad_per_sample(x, dy, g)
@@ -742,5 +1218,248 @@ mod tests {
                 "weight grad",
             );
         }
+    }
+
+    /// Runs `f` with the kernel family forced to `algo` on this thread.
+    fn forced<R>(algo: Algo, f: impl FnOnce() -> R) -> R {
+        TEST_ALGO.with(|c| c.set(Some(algo)));
+        let out = f();
+        TEST_ALGO.with(|c| c.set(None));
+        out
+    }
+
+    /// Seeded values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    type Dims = (usize, usize, usize, usize);
+
+    /// A stride-1 geometry: `x (b, c_in, h, w)`, `w (c_out, c_in/groups, kh, kw)`.
+    fn stride1(x: Dims, w: Dims, p: (usize, usize), d: (usize, usize), groups: usize) -> Geometry {
+        Geometry::new(x, w, p, (1, 1), d, groups).expect("valid geometry")
+    }
+
+    /// The three shifted passes against the per-sample im2col passes in `T`, within `tol`
+    /// relative to the largest reference magnitude.
+    fn check_against_im2col<T: Element + Into<f64>>(
+        g: &Geometry,
+        seed: u64,
+        cast: fn(f64) -> T,
+        tol: f64,
+    ) {
+        let data = |n: usize, k: u64| -> Vec<T> {
+            values(n, seed * 3 + k).into_iter().map(cast).collect()
+        };
+        let x = data(g.b * g.c_in * g.h * g.w, 0);
+        let w = data(g.c_out * g.k_group(), 1);
+        let dy = data(g.b * g.c_out * g.oh * g.ow, 2);
+        let close = |ours: Vec<T>, reference: Vec<T>, what: &str| {
+            assert_eq!(ours.len(), reference.len(), "{what} {g:?}");
+            let scale = reference
+                .iter()
+                .fold(1.0f64, |m, &v| m.max(Into::<f64>::into(v).abs()));
+            let err = ours
+                .into_iter()
+                .zip(reference)
+                .map(|(a, b)| (a.into() - b.into()).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                err <= tol * scale,
+                "{what} {g:?}: error {err} (scale {scale})"
+            );
+        };
+        assert!(shifted_applies(g, Pass::Forward), "{g:?}");
+        close(
+            forward_shifted(&x, &w, g),
+            forward_per_sample(&x, &w, g),
+            "forward",
+        );
+        close(
+            weight_grad_shifted(&x, &dy, g),
+            weight_grad_per_sample(&x, &dy, g),
+            "weight grad",
+        );
+        if shifted_applies(g, Pass::InputGrad) {
+            close(
+                input_grad_shifted(&dy, &w, g),
+                input_grad_per_sample(&dy, &w, g),
+                "input grad",
+            );
+        }
+    }
+
+    fn check_both_dtypes(g: &Geometry, seed: u64) {
+        check_against_im2col::<f64>(g, seed, |v| v, 1e-12);
+        check_against_im2col::<f32>(g, seed, |v| v as f32, 1e-5);
+    }
+
+    /// The targeted stride-1 geometries: 3×3 p1 and p0, 5×5 p2 dilation 2, 1×3 rectangular,
+    /// odd sizes, groups, batch 1 and batch ≥ threads, planes wider than one column tile.
+    #[test]
+    fn shifted_matches_im2col_on_targeted_cases() {
+        let cases = [
+            ((1, 3, 5, 7), (4, 3, 3, 3), (1, 1), (1, 1), 1),
+            ((4, 3, 7, 5), (2, 3, 3, 3), (0, 0), (1, 1), 1),
+            ((3, 2, 9, 11), (3, 2, 5, 5), (2, 2), (2, 2), 1),
+            ((2, 4, 6, 5), (4, 4, 1, 3), (0, 1), (1, 1), 1),
+            ((5, 4, 13, 9), (6, 2, 3, 3), (1, 1), (1, 1), 2),
+            ((2, 6, 5, 5), (6, 1, 3, 3), (1, 1), (1, 1), 6),
+            ((3, 2, 8, 9), (3, 2, 3, 1), (1, 0), (2, 1), 1),
+            ((1, 2, 1, 1), (2, 2, 3, 3), (1, 1), (1, 1), 1),
+            ((2, 1, 4, 4), (1, 1, 2, 2), (1, 1), (1, 1), 1),
+            // ESANet's factorised 3×1 / 1×3 blocks down to 1×2 planes.
+            ((2, 8, 8, 16), (8, 8, 3, 1), (1, 0), (1, 1), 1),
+            ((2, 32, 2, 4), (32, 32, 1, 3), (0, 1), (1, 1), 1),
+            ((2, 16, 1, 2), (16, 16, 3, 1), (1, 0), (1, 1), 1),
+            ((2, 16, 1, 2), (16, 16, 3, 3), (1, 1), (1, 1), 1),
+            // 64 destination rows: the tile holds fewer columns than the plane's grid.
+            ((2, 64, 30, 31), (64, 64, 3, 3), (1, 1), (1, 1), 1),
+            ((1, 16, 40, 37), (96, 8, 3, 3), (1, 1), (1, 1), 2),
+        ];
+        for (i, &(x, w, p, d, groups)) in cases.iter().enumerate() {
+            check_both_dtypes(&stride1(x, w, p, d, groups), i as u64);
+        }
+    }
+
+    /// Random stride-1 geometries (kernels 1–5 of any aspect, paddings up to and beyond the
+    /// kernel's reach, dilations 1–2, groups 1–3, sizes 1–10).
+    #[test]
+    fn shifted_matches_im2col_on_random_geometries() {
+        let mut rng = values(4000, 77).into_iter().map(|v| (v + 1.0) / 2.0);
+        let mut pick = |lo: usize, hi: usize| -> usize {
+            lo + (rng.next().unwrap_or(0.5) * (hi - lo + 1) as f64) as usize % (hi - lo + 1)
+        };
+        let mut checked = 0;
+        for seed in 0..400u64 {
+            let groups = pick(1, 3);
+            let (kh, kw) = (pick(1, 5), pick(1, 5));
+            let x = (pick(1, 3), groups * pick(1, 3), pick(1, 10), pick(1, 10));
+            let w = (groups * pick(1, 3), x.1 / groups, kh, kw);
+            let (p, d) = ((pick(0, 3), pick(0, 3)), (pick(1, 2), pick(1, 2)));
+            let Ok(g) = Geometry::new(x, w, p, (1, 1), d, groups) else {
+                continue;
+            };
+            check_both_dtypes(&g, seed);
+            checked += 1;
+            if checked == 120 {
+                break;
+            }
+        }
+        assert_eq!(checked, 120);
+    }
+
+    /// Gradients (and gradients of the gradient ops) through the forced shifted path agree with
+    /// finite differences.
+    #[test]
+    fn shifted_path_has_correct_gradients() {
+        use crate::gradcheck::{check_gradients, GradCheck};
+        use candle_core::{Device, Tensor};
+        let dev = Device::Cpu;
+        let t = |v: Vec<f64>, d: Dims| Tensor::from_vec(v, d, &dev).expect("tensor");
+        for (i, &(x, w, p, d, groups)) in [
+            ((2, 4, 5, 6), (4, 2, 3, 3), (1, 1), (1, 1), 2),
+            ((1, 2, 7, 6), (3, 2, 5, 3), (2, 1), (2, 1), 1),
+            ((2, 2, 4, 5), (2, 2, 1, 3), (0, 1), (1, 1), 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = stride1(x, w, p, d, groups);
+            let xs = t(values(x.0 * x.1 * x.2 * x.3, 10 + i as u64), x);
+            let ws = t(values(w.0 * w.1 * w.2 * w.3, 20 + i as u64), w);
+            let dy = t(
+                values(g.b * g.c_out * g.oh * g.ow, 30 + i as u64),
+                g.y_dims(),
+            );
+            forced(Algo::Shifted, || {
+                assert!(uses_shifted(&g, Pass::Forward) && uses_shifted(&g, Pass::InputGrad));
+                let cfg = GradCheck::default();
+                check_gradients(
+                    |v| super::super::op::ConvForward::apply(g, &v[0], &v[1]),
+                    &[xs.clone(), ws.clone()],
+                    cfg,
+                )
+                .expect("forward");
+                check_gradients(
+                    |v| super::super::op::ConvInputGrad::apply(g, &v[0], &v[1]),
+                    &[dy.clone(), ws.clone()],
+                    cfg,
+                )
+                .expect("input grad");
+                check_gradients(
+                    |v| super::super::op::ConvWeightGrad::apply(g, &v[0], &v[1]),
+                    &[xs.clone(), dy.clone()],
+                    cfg,
+                )
+                .expect("weight grad");
+            });
+        }
+    }
+
+    /// The automatic choice: stride-1 convolutions with ≥ 8 channels per group whose per-tap
+    /// weights are small against the plane run shifted; strides > 1, 1×1, depthwise and
+    /// weight-heavy small planes keep im2col; paddings beyond the kernel's reach keep im2col
+    /// for the input gradient.
+    #[test]
+    fn automatic_choice() {
+        let auto = |g: &Geometry, pass| forced(Algo::Auto, || uses_shifted(g, pass));
+        let conv3 = |b, c, h, w| stride1((b, c, h, w), (c, c, 3, 3), (1, 1), (1, 1), 1);
+        for g in [
+            conv3(16, 64, 16, 16),
+            conv3(16, 128, 8, 8),
+            conv3(4, 64, 129, 79),
+            conv3(4, 256, 33, 20),
+            conv3(64, 8, 32, 32),
+            conv3(64, 64, 4, 4),
+        ] {
+            for pass in [Pass::Forward, Pass::InputGrad, Pass::WeightGrad] {
+                assert!(auto(&g, pass), "{g:?} {pass:?}");
+            }
+        }
+        // The geometries of tests/conv_shifted.rs.
+        for (x, w, p, d, groups) in [
+            ((2, 16, 9, 11), (16, 16, 3, 3), (1, 1), (1, 1), 1),
+            ((3, 8, 7, 9), (12, 8, 3, 3), (0, 0), (1, 1), 1),
+            ((2, 16, 12, 13), (8, 16, 5, 5), (2, 2), (2, 2), 1),
+            ((4, 16, 6, 10), (16, 16, 1, 3), (0, 1), (1, 1), 1),
+            ((1, 8, 10, 5), (8, 8, 3, 1), (1, 0), (1, 1), 1),
+            ((2, 32, 8, 7), (32, 16, 3, 3), (1, 1), (1, 1), 2),
+            ((1, 8, 5, 6), (8, 8, 3, 3), (1, 1), (1, 1), 1),
+            ((2, 64, 40, 37), (64, 64, 3, 3), (1, 1), (1, 1), 1),
+        ] {
+            let g = stride1(x, w, p, d, groups);
+            for pass in [Pass::Forward, Pass::InputGrad, Pass::WeightGrad] {
+                assert!(auto(&g, pass), "{g:?} {pass:?}");
+            }
+        }
+        let pointwise = stride1((4, 64, 20, 20), (64, 64, 1, 1), (0, 0), (1, 1), 1);
+        let depthwise = stride1((4, 64, 20, 20), (64, 1, 3, 3), (1, 1), (1, 1), 64);
+        let strided = Geometry::new((4, 64, 20, 20), (64, 64, 3, 3), (1, 1), (2, 2), (1, 1), 1)
+            .expect("valid geometry");
+        for g in [
+            conv3(16, 256, 4, 4),
+            conv3(16, 512, 2, 2),
+            conv3(4, 512, 17, 10),
+            conv3(16, 4, 32, 32),
+            pointwise,
+            depthwise,
+            strided,
+        ] {
+            assert!(!auto(&g, Pass::Forward), "{g:?}");
+        }
+        let wide_pad = stride1((4, 64, 20, 20), (64, 64, 3, 3), (3, 3), (1, 1), 1);
+        assert!(auto(&wide_pad, Pass::Forward));
+        assert!(!auto(&wide_pad, Pass::InputGrad));
+        assert!(!forced(Algo::Shifted, || uses_shifted(
+            &strided,
+            Pass::Forward
+        )));
+        assert!(!forced(Algo::Im2col, || uses_shifted(
+            &conv3(4, 64, 129, 79),
+            Pass::Forward
+        )));
     }
 }
