@@ -129,16 +129,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.batch,
         args.width,
         args.stem,
-        match (
-            dev.is_cuda(),
-            umt_nn::gpu::custom_kernels(),
-            args.cudnn_benchmark
-        ) {
-            (false, ..) => "",
-            (true, false, false) => " | umt CUDA kernels off",
-            (true, true, false) => " | umt CUDA kernels on",
-            (true, false, true) => " | umt CUDA kernels off | cudnn.benchmark on",
-            (true, true, true) => " | umt CUDA kernels on | cudnn.benchmark on",
+        if !dev.is_cuda() {
+            String::new()
+        } else {
+            let kernels = if umt_nn::gpu::custom_kernels() {
+                "on"
+            } else {
+                "off"
+            };
+            let benchmark = if args.cudnn_benchmark {
+                " | cudnn.benchmark on"
+            } else {
+                ""
+            };
+            format!(" | umt CUDA kernels {kernels}{benchmark}")
         }
     );
     if args.conv_layers {

@@ -111,7 +111,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// The workspace root (xtask's parent).
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)

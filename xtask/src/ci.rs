@@ -66,18 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The workspace root (xtask's parent folder).
-fn root() -> anyhow::Result<std::path::PathBuf> {
-    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent folder")?
-        .to_path_buf())
-}
-
 /// Runs umt-nn's CUDA kernels on a host emulation of CUDA against references written from the
 /// CPU kernels (`data-prep/golden/cuda/check_kernels.cpp`); skips with a message without `g++`.
 fn kernel_emulation_check() -> anyhow::Result<()> {
-    let root = root()?;
+    let root = crate::build_cuda::workspace_root();
     let exe = root.join("target/check_kernels");
     eprintln!("==> CUDA kernels on a host emulation (g++)");
     let built = Command::new("g++")
@@ -111,7 +103,7 @@ fn kernel_emulation_check() -> anyhow::Result<()> {
 /// Compiles `crates/umt-nn/src/cuda/kernels.cu` with NVRTC (no GPU needed); skips with a
 /// message when `python3` or libnvrtc is missing.
 fn nvrtc_check() -> anyhow::Result<()> {
-    let root = root()?;
+    let root = crate::build_cuda::workspace_root();
     let script = root.join("data-prep/golden/cuda/check_nvrtc.py");
     let source = root.join("crates/umt-nn/src/cuda/kernels.cu");
     let wheel = root.join("target/nvrtc");

@@ -97,11 +97,20 @@ fn splits(count: usize) -> (usize, usize) {
     (per, count.div_ceil(per))
 }
 
-/// The contiguous data of `(s, l)` as a view from the layout's offset.
-fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, T>> {
+/// Prefix of this module's error messages.
+const OP: &str = "umt-nn CUDA kernels";
+
+/// The contiguous data of one operand as a device view from the layout's offset (`op` and
+/// `what` name the op and the operand in the error).
+pub(crate) fn view<'a, T: CudaDType>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    op: &str,
+    what: &str,
+) -> Result<CudaView<'a, T>> {
     match l.contiguous_offsets() {
-        Some((a, b)) => Ok(s.as_cuda_slice::<T>()?.slice(a..b)),
-        None => bail!("umt-nn CUDA kernels: `{what}` must be contiguous"),
+        Some((start, end)) => Ok(s.as_cuda_slice::<T>()?.slice(start..end)),
+        None => bail!("{op}: operand `{what}` must be contiguous"),
     }
 }
 
@@ -135,7 +144,7 @@ fn bn_stats_t<T: CudaDType + DeviceRepr + WithDType>(
 ) -> Result<CudaStorage> {
     let dev = s.device().clone();
     let stream = dev.cuda_stream();
-    let x = view::<T>(s, l, "x")?;
+    let x = view::<T>(s, l, OP, "x")?;
     let count = l.shape().elem_count() / c;
     let n = count / plane;
     let (per, nsplit) = splits(count);
@@ -210,12 +219,12 @@ fn bn_apply_t<T: CudaDType + DeviceRepr + WithDType>(
     let dev = xs.device().clone();
     let stream = dev.cuda_stream();
     let c = shape.channels;
-    let x = view::<T>(xs, xl, "x")?;
-    let gamma = view::<T>(gs, gl, "weight")?.slice(go..go + c);
-    let beta = view::<T>(bs, bl, "bias")?.slice(bo..bo + c);
+    let x = view::<T>(xs, xl, OP, "x")?;
+    let gamma = view::<T>(gs, gl, OP, "weight")?.slice(go..go + c);
+    let beta = view::<T>(bs, bl, OP, "bias")?.slice(bo..bo + c);
     let total = xl.shape().elem_count();
     let res = match residual {
-        Some((rs, rl)) => view::<T>(rs, rl, "residual")?,
+        Some((rs, rl)) => view::<T>(rs, rl, OP, "residual")?,
         None => x.slice(..),
     };
     // SAFETY: the kernel writes every element of `y`.
@@ -227,7 +236,7 @@ fn bn_apply_t<T: CudaDType + DeviceRepr + WithDType>(
     );
     let (relu, has_res) = (i32::from(shape.relu), i32::from(residual.is_some()));
     with_cuda(stats, "batch statistics", |ss, sl| {
-        let st = view::<f64>(ss, sl, "batch statistics")?;
+        let st = view::<f64>(ss, sl, OP, "batch statistics")?;
         let f = kernel(&dev, "bn_apply", T::DTYPE)?;
         let mut b = stream.launch_builder(&f);
         b.arg(&x)
@@ -275,9 +284,9 @@ fn bn_backward_t<T: CudaDType + DeviceRepr + WithDType>(
     let dev = xs.device().clone();
     let stream = dev.cuda_stream();
     let (c, plane) = (shape.channels, shape.plane);
-    let x = view::<T>(xs, xl, "x")?;
-    let y = view::<T>(ys, yl, "y")?;
-    let dy = view::<T>(gs, gl, "dy")?;
+    let x = view::<T>(xs, xl, OP, "x")?;
+    let y = view::<T>(ys, yl, OP, "y")?;
+    let dy = view::<T>(gs, gl, OP, "dy")?;
     let total = xl.shape().elem_count();
     let count = total / c;
     let n = count / plane;
@@ -294,9 +303,9 @@ fn bn_backward_t<T: CudaDType + DeviceRepr + WithDType>(
     let (relu, has_res) = (i32::from(shape.relu), i32::from(residual));
     let count_f = count as f64;
     with_cuda(stats, "batch statistics", |ss, sl| {
-        let st = view::<f64>(ss, sl, "batch statistics")?;
+        let st = view::<f64>(ss, sl, OP, "batch statistics")?;
         with_cuda(gamma, "weight", |ws, wl| {
-            let w = view::<T>(ws, wl, "weight")?;
+            let w = view::<T>(ws, wl, OP, "weight")?;
             let f = kernel(&dev, "bn_partial_bwd", T::DTYPE)?;
             let mut b = stream.launch_builder(&f);
             b.arg(&x).arg(&y).arg(&dy).arg(&st).arg(&mut part);
@@ -354,26 +363,29 @@ pub(crate) fn bn_running(
             sl.shape().elem_count()
         );
     }
+    let scalars = (which, momentum, factor);
+    match rs.dtype() {
+        DType::F32 => bn_running_t::<f32>(rs, (ra, rb), (ss, sl), scalars),
+        DType::F64 => bn_running_t::<f64>(rs, (ra, rb), (ss, sl), scalars),
+        dt => bail!("batch-norm running statistics: unsupported dtype {dt:?}"),
+    }
+}
+
+fn bn_running_t<T: CudaDType + DeviceRepr + WithDType>(
+    rs: &mut CudaStorage,
+    (ra, rb): (usize, usize),
+    (ss, sl): (&CudaStorage, &Layout),
+    (which, momentum, factor): (usize, f64, f64),
+) -> Result<()> {
     let dev = rs.device().clone();
     let stream = dev.cuda_stream();
-    let stats = view::<f64>(ss, sl, "batch statistics")?;
-    let (c32, which32) = (u32_of("C", c)?, u32_of("which", which)?);
-    let dtype = rs.dtype();
-    let f = kernel(&dev, "bn_running", dtype)?;
-    let mut run32;
-    let mut run64;
+    let stats = view::<f64>(ss, sl, OP, "batch statistics")?;
+    let (c32, which32) = (u32_of("C", rb - ra)?, u32_of("which", which)?);
+    let f = kernel(&dev, "bn_running", T::DTYPE)?;
+    let mut run = rs.as_cuda_slice_mut::<T>()?.slice_mut(ra..rb);
     let mut b = stream.launch_builder(&f);
-    match dtype {
-        DType::F32 => {
-            run32 = rs.as_cuda_slice_mut::<f32>()?.slice_mut(ra..rb);
-            b.arg(&mut run32);
-        }
-        _ => {
-            run64 = rs.as_cuda_slice_mut::<f64>()?.slice_mut(ra..rb);
-            b.arg(&mut run64);
-        }
-    }
-    b.arg(&stats)
+    b.arg(&mut run)
+        .arg(&stats)
         .arg(&c32)
         .arg(&which32)
         .arg(&momentum)
@@ -419,7 +431,7 @@ fn max_pool_t<T: CudaDType + DeviceRepr + WithDType>(
 ) -> Result<CudaStorage> {
     let dev = s.device().clone();
     let stream = dev.cuda_stream();
-    let x = view::<T>(s, l, "x")?;
+    let x = view::<T>(s, l, OP, "x")?;
     let ((h, w), (ho, wo), (k, st, p)) = (shape.input, shape.output, shape.ksp);
     let n_out = shape.planes * ho * wo;
     let n_in = shape.planes * h * w;
@@ -433,15 +445,13 @@ fn max_pool_t<T: CudaDType + DeviceRepr + WithDType>(
         u32_of("padding", p)?,
     ];
     let (out32, in32) = (u32_of("outputs", n_out)?, u32_of("inputs", n_in)?);
-    let fwd = kernel(&dev, "max_pool_fwd", T::DTYPE)?;
     match grad {
         None => {
             // SAFETY: the kernel writes every output.
             let mut y: CudaSlice<T> = unsafe { dev.alloc::<T>(n_out)? };
-            let mut idx: CudaSlice<u32> = unsafe { dev.alloc::<u32>(1)? }; // unused
-            let want = 0i32;
+            let fwd = kernel(&dev, "max_pool_fwd", T::DTYPE)?;
             let mut b = stream.launch_builder(&fwd);
-            b.arg(&x).arg(&mut y).arg(&mut idx).arg(&want).arg(&out32);
+            b.arg(&x).arg(&mut y).arg(&out32);
             for v in &sizes {
                 b.arg(v);
             }
@@ -450,13 +460,12 @@ fn max_pool_t<T: CudaDType + DeviceRepr + WithDType>(
             Ok(CudaStorage::wrap_cuda_slice(y, dev))
         }
         Some((gs, gl)) => {
-            let g = view::<T>(gs, gl, "grad_out")?;
+            let g = view::<T>(gs, gl, OP, "grad_out")?;
             // SAFETY: the first kernel writes every index, the second every input gradient.
             let mut idx: CudaSlice<u32> = unsafe { dev.alloc::<u32>(n_out)? };
-            let mut y: CudaSlice<T> = unsafe { dev.alloc::<T>(1)? }; // unused
-            let want = 1i32;
-            let mut b = stream.launch_builder(&fwd);
-            b.arg(&x).arg(&mut y).arg(&mut idx).arg(&want).arg(&out32);
+            let argmax = kernel(&dev, "max_pool_argmax", T::DTYPE)?;
+            let mut b = stream.launch_builder(&argmax);
+            b.arg(&x).arg(&mut idx).arg(&out32);
             for v in &sizes {
                 b.arg(v);
             }
@@ -567,7 +576,7 @@ fn step_t<T: CudaDType + DeviceRepr + WithDType + StateSlice>(
     scalars: StepScalars,
 ) -> Result<()> {
     let stream = dev.cuda_stream();
-    let g = view::<T>(gs, gl, "gradient")?;
+    let g = view::<T>(gs, gl, OP, "gradient")?;
     let n32 = u32_of("parameter elements", pb - pa)?;
     let t = |v: f64| T::from_f64(v);
     match scalars {

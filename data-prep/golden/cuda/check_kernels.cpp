@@ -163,13 +163,13 @@ static void max_pool(unsigned planes, unsigned h, unsigned w, unsigned k, unsign
   const unsigned ho = (h + 2 * p - k) / s + 1, wo = (w + 2 * p - k) / s + 1;
   const unsigned nout = planes * ho * wo, nin = planes * h * w;
   auto g = randoms(nout, seed + 1, -1.f, 1.f);
-  std::vector<float> y(nout), gx(nin), dummy(1);
-  std::vector<unsigned> idx(nout), none(1);
+  std::vector<float> y(nout), gx(nin);
+  std::vector<unsigned> idx(nout);
   launch(elementwise(nout), THREADS, [&] {
-    max_pool_fwd_f32(x.data(), y.data(), none.data(), 0, nout, h, w, ho, wo, k, s, p);
+    max_pool_fwd_f32(x.data(), y.data(), nout, h, w, ho, wo, k, s, p);
   });
   launch(elementwise(nout), THREADS, [&] {
-    max_pool_fwd_f32(x.data(), dummy.data(), idx.data(), 1, nout, h, w, ho, wo, k, s, p);
+    max_pool_argmax_f32(x.data(), idx.data(), nout, h, w, ho, wo, k, s, p);
   });
   launch(elementwise(nin), THREADS, [&] {
     max_pool_bwd_f32(idx.data(), g.data(), gx.data(), nin, h, w, ho, wo, k, s, p);

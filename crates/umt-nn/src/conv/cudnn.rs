@@ -45,7 +45,7 @@ use cudarc::cudnn::{
     ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, CudnnDataType,
     FilterDescriptor, TensorDescriptor,
 };
-use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 
 use super::Geometry;
 
@@ -244,19 +244,6 @@ fn int4(op: &str, (a, b, c, d): (usize, usize, usize, usize)) -> Result<[i32; 4]
     Ok([int(op, a)?, int(op, b)?, int(op, c)?, int(op, d)?])
 }
 
-/// The contiguous data of one operand as a device view starting at the layout's offset.
-fn view<'a, T: CudaDType>(
-    s: &'a CudaStorage,
-    l: &Layout,
-    op: &str,
-    what: &str,
-) -> Result<CudaView<'a, T>> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(s.as_cuda_slice::<T>()?.slice(start..end)),
-        None => candle_core::bail!("{op}: operand `{what}` must be contiguous"),
-    }
-}
-
 /// Runs `pass` of the convolution `g` on two CUDA operands (in the op's operand order) and
 /// returns the output storage. `T` is the data type, `C` the compute type.
 fn launch<T, C>(
@@ -272,8 +259,8 @@ where
     C: CudnnDataType,
 {
     let dev = s1.device().clone();
-    let a = view::<T>(s1, l1, op, names.0)?;
-    let b = view::<T>(s2, l2, op, names.1)?;
+    let a = crate::cuda::view::<T>(s1, l1, op, names.0)?;
+    let b = crate::cuda::view::<T>(s2, l2, op, names.1)?;
     let cudnn = handle(&dev)?;
     let math = math_type(T::DTYPE);
     let mut conv: ConvDescriptor<C> = cudnn.create_conv2d::<C>(

@@ -36,6 +36,34 @@ __device__ __forceinline__ void span(unsigned o, unsigned k, unsigned s, unsigne
   *b = end > (long long)len ? len : (unsigned)end;
 }
 
+// End of split s's range [lo = s·per, end) of a channel's `count` values (empty past the end).
+__device__ __forceinline__ unsigned split_end(unsigned lo, unsigned per, unsigned count) {
+  return lo >= count ? lo : (count - lo < per ? count : lo + per);
+}
+
+// Block-reduces (a, b) and stores them as the partial pair of split s, channel ch (every thread
+// of the block must call it).
+__device__ void store_partials(double a, double b, double* part, unsigned s, unsigned c,
+                               unsigned ch) {
+  a = block_sum(a);
+  b = block_sum(b);
+  if (threadIdx.x == 0) {
+    part[((unsigned long long)s * c + ch) * 2] = a;
+    part[((unsigned long long)s * c + ch) * 2 + 1] = b;
+  }
+}
+
+// Channel ch's partial pairs summed over the splits.
+__device__ void sum_partials(const double* part, unsigned splits, unsigned c, unsigned ch,
+                             double* a, double* b) {
+  *a = 0.0;
+  *b = 0.0;
+  for (unsigned s = 0; s < splits; ++s) {
+    *a += part[((unsigned long long)s * c + ch) * 2];
+    *b += part[((unsigned long long)s * c + ch) * 2 + 1];
+  }
+}
+
 // Element j (0 <= j < n·plane) of channel ch.
 __device__ __forceinline__ unsigned long long at(unsigned j, unsigned ch, unsigned c,
                                                  unsigned plane) {
@@ -48,7 +76,7 @@ __device__ __forceinline__ unsigned long long at(unsigned j, unsigned ch, unsign
   extern "C" __global__ void bn_partial_fwd_##S(const T* x, double* part, unsigned n,         \
                                                 unsigned c, unsigned plane, unsigned per) {   \
     const unsigned ch = blockIdx.x, s = blockIdx.y, count = n * plane;                        \
-    const unsigned lo = s * per, hi = lo >= count ? lo : (count - lo < per ? count : lo + per);                                  \
+    const unsigned lo = s * per, hi = split_end(lo, per, count);                                  \
     const double k = (double)x[(unsigned long long)ch * plane];                               \
     double a = 0.0, b = 0.0;                                                                  \
     for (unsigned j = lo + threadIdx.x; j < hi; j += blockDim.x) {                            \
@@ -56,12 +84,7 @@ __device__ __forceinline__ unsigned long long at(unsigned j, unsigned ch, unsign
       a += v;                                                                                 \
       b += v * v;                                                                             \
     }                                                                                         \
-    a = block_sum(a);                                                                         \
-    b = block_sum(b);                                                                         \
-    if (threadIdx.x == 0) {                                                                   \
-      part[((unsigned long long)s * c + ch) * 2] = a;                                         \
-      part[((unsigned long long)s * c + ch) * 2 + 1] = b;                                     \
-    }                                                                                         \
+    store_partials(a, b, part, s, c, ch);                                                    \
   }                                                                                           \
   /* stats = [mean; biased variance] per channel from the partial sums. */                     \
   extern "C" __global__ void bn_finalize_fwd_##S(const double* part, const T* x,              \
@@ -69,11 +92,8 @@ __device__ __forceinline__ unsigned long long at(unsigned j, unsigned ch, unsign
                                                  unsigned splits, double count) {             \
     const unsigned ch = blockIdx.x * blockDim.x + threadIdx.x;                                \
     if (ch >= c) return;                                                                      \
-    double a = 0.0, b = 0.0;                                                                  \
-    for (unsigned s = 0; s < splits; ++s) {                                                   \
-      a += part[((unsigned long long)s * c + ch) * 2];                                        \
-      b += part[((unsigned long long)s * c + ch) * 2 + 1];                                    \
-    }                                                                                         \
+    double a, b;                                                                              \
+    sum_partials(part, splits, c, ch, &a, &b);                                                \
     const double d = a / count;                                                               \
     const double var = b / count - d * d;                                                    \
     stats[ch] = (double)x[(unsigned long long)ch * plane] + d;                                \
@@ -100,7 +120,7 @@ __device__ __forceinline__ unsigned long long at(unsigned j, unsigned ch, unsign
                                                 unsigned n, unsigned c, unsigned plane,       \
                                                 unsigned per, int relu) {                     \
     const unsigned ch = blockIdx.x, s = blockIdx.y, count = n * plane;                        \
-    const unsigned lo = s * per, hi = lo >= count ? lo : (count - lo < per ? count : lo + per);                                  \
+    const unsigned lo = s * per, hi = split_end(lo, per, count);                                  \
     const double mean = stats[ch];                                                            \
     double a = 0.0, b = 0.0;                                                                  \
     for (unsigned j = lo + threadIdx.x; j < hi; j += blockDim.x) {                            \
@@ -109,12 +129,7 @@ __device__ __forceinline__ unsigned long long at(unsigned j, unsigned ch, unsign
       a += g;                                                                                 \
       b += g * ((double)x[e] - mean);                                                         \
     }                                                                                         \
-    a = block_sum(a);                                                                         \
-    b = block_sum(b);                                                                         \
-    if (threadIdx.x == 0) {                                                                   \
-      part[((unsigned long long)s * c + ch) * 2] = a;                                         \
-      part[((unsigned long long)s * c + ch) * 2 + 1] = b;                                     \
-    }                                                                                         \
+    store_partials(a, b, part, s, c, ch);                                                    \
   }                                                                                           \
   /* Per channel: coef = (a, b, k) of dx = a·g + b·(x − μ) + k; tail = [dγ (C); dβ (C)]. */    \
   extern "C" __global__ void bn_finalize_bwd_##S(const double* part, const double* stats,     \
@@ -123,11 +138,8 @@ __device__ __forceinline__ unsigned long long at(unsigned j, unsigned ch, unsign
                                                  unsigned splits, double count, double eps) { \
     const unsigned ch = blockIdx.x * blockDim.x + threadIdx.x;                                \
     if (ch >= c) return;                                                                      \
-    double s = 0.0, sx = 0.0;                                                                 \
-    for (unsigned p = 0; p < splits; ++p) {                                                   \
-      s += part[((unsigned long long)p * c + ch) * 2];                                        \
-      sx += part[((unsigned long long)p * c + ch) * 2 + 1];                                   \
-    }                                                                                         \
+    double s, sx;                                                                             \
+    sum_partials(part, splits, c, ch, &s, &sx);                                               \
     const double inv = 1.0 / sqrt(stats[c + ch] + eps);                                      \
     sx *= inv;                                                                                \
     const double a = (double)gamma[ch] * inv;                                                 \
@@ -179,18 +191,26 @@ __device__ __forceinline__ unsigned long long at(unsigned j, unsigned ch, unsign
       }                                                                                       \
     return best;                                                                              \
   }                                                                                           \
-  /* max_pool2d forward over `planes` planes h×w → ho×wo; with `idx` also each argmax. */     \
-  extern "C" __global__ void max_pool_fwd_##S(const T* x, T* y, unsigned* idx, int want_idx,  \
-                                              unsigned total, unsigned h, unsigned w,         \
-                                              unsigned ho, unsigned wo, unsigned k,           \
-                                              unsigned s, unsigned p) {                       \
+  /* max_pool2d forward over `planes` planes h×w → ho×wo. */                                 \
+  extern "C" __global__ void max_pool_fwd_##S(const T* x, T* y, unsigned total, unsigned h,   \
+                                              unsigned w, unsigned ho, unsigned wo,           \
+                                              unsigned k, unsigned s, unsigned p) {           \
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total;                       \
          i += gridDim.x * blockDim.x) {                                                       \
       const unsigned ow = i % wo, t = i / wo, oh = t % ho, pl = t / ho;                       \
       const T* plane = x + (unsigned long long)pl * h * w;                                    \
-      const unsigned a = pool_argmax_##S(plane, oh, ow, h, w, k, s, p);                       \
-      if (want_idx) idx[i] = a;                                                               \
-      else y[i] = plane[a];                                                                   \
+      y[i] = plane[pool_argmax_##S(plane, oh, ow, h, w, k, s, p)];                            \
+    }                                                                                         \
+  }                                                                                           \
+  /* Each output's argmax (index in its plane), for the backward pass. */                     \
+  extern "C" __global__ void max_pool_argmax_##S(const T* x, unsigned* idx, unsigned total,   \
+                                                 unsigned h, unsigned w, unsigned ho,         \
+                                                 unsigned wo, unsigned k, unsigned s,         \
+                                                 unsigned p) {                                \
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total;                       \
+         i += gridDim.x * blockDim.x) {                                                       \
+      const unsigned ow = i % wo, t = i / wo, oh = t % ho, pl = t / ho;                       \
+      idx[i] = pool_argmax_##S(x + (unsigned long long)pl * h * w, oh, ow, h, w, k, s, p);    \
     }                                                                                         \
   }                                                                                           \
   /* max_pool2d backward: each input pixel sums, in row-major output order, the gradients of  \

@@ -81,6 +81,17 @@ pub(super) enum Rule {
     },
 }
 
+impl Rule {
+    /// How many state buffers the rule keeps per variable (SGD: 1 with momentum, else 0;
+    /// Adam: `m` and `v`).
+    fn state_buffers(&self) -> usize {
+        match *self {
+            Rule::Sgd { momentum, .. } => usize::from(momentum != 0.0),
+            Rule::Adam { .. } => 2,
+        }
+    }
+}
+
 /// Applies `rule` in place to `var` with gradient `grad` (same dtype, any layout) and the state
 /// buffers `bufs` (SGD: `[]` or `[momentum]`; Adam: `[m, v]`), each with `var`'s element count.
 pub(super) fn step(var: &Var, grad: &Tensor, rule: Rule, bufs: &mut [StateBuf]) -> Result<()> {
@@ -206,10 +217,7 @@ impl InplaceOp2 for FusedStep<'_> {
                 _ => bail!("fused optimizer step: host state for a CUDA variable"),
             }
         }
-        let wanted = match scalars {
-            StepScalars::Sgd(_, _, momentum, ..) => usize::from(momentum != 0.0),
-            StepScalars::Adam(..) => 2,
-        };
+        let wanted = self.rule.state_buffers();
         if device.len() != wanted {
             bail!(
                 "fused optimizer step: expected {wanted} state buffers, found {}",
@@ -266,10 +274,7 @@ fn pieces<T>(s: &mut [T], chunks: usize) -> Vec<&mut [T]> {
 /// Runs `rule` over `p`/`g` and the state buffers (`views`), chunk-parallel.
 fn apply<T: Real>(rule: Rule, p: &mut [T], g: &[T], mut views: Vec<&mut [T]>) -> Result<()> {
     let n = p.len();
-    let wanted = match rule {
-        Rule::Sgd { momentum, .. } => usize::from(momentum != 0.0),
-        Rule::Adam { .. } => 2,
-    };
+    let wanted = rule.state_buffers();
     if views.len() != wanted || views.iter().any(|v| v.len() != n) {
         bail!("fused optimizer step: state buffers do not match the parameter's {n} elements");
     }
