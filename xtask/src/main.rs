@@ -93,6 +93,9 @@ fn one_candle_thread() {
 
 fn main() -> anyhow::Result<()> {
     one_candle_thread();
+    // Freed buffers stay in the process for the next training step instead of being
+    // page-faulted in again (docs/performance.md, "Allocator").
+    umt_nn::malloc::retain_freed_memory();
     match Cli::parse().command {
         Command::Spectrogram(args) => spectrogram::run(args),
         Command::SampleFrames(args) => sample_frames::run(args),

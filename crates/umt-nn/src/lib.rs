@@ -15,10 +15,12 @@ pub mod error;
 pub mod gpu;
 pub mod gradcheck;
 pub mod init;
+pub mod malloc;
 pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod schedule;
+mod simd;
 pub mod upsample;
 
 pub use error::{Error, Result};

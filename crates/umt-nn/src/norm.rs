@@ -196,43 +196,71 @@ struct BnTrain {
     stats_dev: Option<Tensor>,
 }
 
-/// Lanes of the f64 accumulators (independent sums the compiler can vectorise).
-const LANES: usize = 8;
+/// Lanes of the partial sums (independent accumulators the compiler vectorises).
+const LANES: usize = 16;
 
-/// `Σ f(i)` over `0..len` with [`LANES`] independent f64 accumulators.
+/// Elements per lane summed in the tensor's dtype before the lanes are added into the f64
+/// total: f32 partial sums over at most 64 values (relative error ≲ 64 · 2⁻²⁴ ≈ 4e-6 in the
+/// worst case, far less on average) keep the loop in 16 f32 lanes without an f64 conversion
+/// per element, which made the statistics compute-bound (~110 ms of a 1.7 s step at the audio
+/// shape, docs/performance.md).
+const BLOCK_PER_LANE: usize = 64;
+
+/// `Σ f(v)` over `xs`, in [`LANES`] partial sums of the dtype per block, blocks added in f64.
 #[inline(always)]
-fn lane_sum(len: usize, f: impl Fn(usize) -> f64) -> f64 {
-    let mut acc = [0f64; LANES];
-    let full = len / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(base + l);
+fn block_sum<T: WithDType>(xs: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut total = 0f64;
+    for blk in xs.chunks(LANES * BLOCK_PER_LANE) {
+        let mut acc = [T::zero(); LANES];
+        let mut it = blk.chunks_exact(LANES);
+        for ch in &mut it {
+            for (a, &v) in acc.iter_mut().zip(ch) {
+                *a += f(v);
+            }
         }
+        total += acc.iter().map(|a| a.to_f64()).sum::<f64>();
+        total += it.remainder().iter().map(|&v| f(v).to_f64()).sum::<f64>();
     }
-    let tail: f64 = (full..len).map(&f).sum();
-    acc.iter().sum::<f64>() + tail
+    total
 }
 
-/// `(Σ f(i).0, Σ f(i).1)` over `0..len` in one pass, with [`LANES`] independent pairs of f64
-/// accumulators.
+/// `(Σ u, Σ v)` with `(u, v) = f(a_k, b_k, c_k)` over three equally long slices, blocked as in
+/// [`block_sum`].
 #[inline(always)]
-fn lane_sum2(len: usize, f: impl Fn(usize) -> (f64, f64)) -> (f64, f64) {
-    let (mut a, mut b) = ([0f64; LANES], [0f64; LANES]);
-    let full = len / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        for l in 0..LANES {
-            let (u, v) = f(base + l);
-            a[l] += u;
-            b[l] += v;
+fn block_sum2<T: WithDType>(
+    (xs, ys, zs): (&[T], &[T], &[T]),
+    f: impl Fn(T, T, T) -> (T, T),
+) -> (f64, f64) {
+    let (mut tu, mut tv) = (0f64, 0f64);
+    let span = LANES * BLOCK_PER_LANE;
+    for ((bx, by), bz) in xs.chunks(span).zip(ys.chunks(span)).zip(zs.chunks(span)) {
+        let (mut au, mut av) = ([T::zero(); LANES], [T::zero(); LANES]);
+        let (mut ix, mut iy, mut iz) = (
+            bx.chunks_exact(LANES),
+            by.chunks_exact(LANES),
+            bz.chunks_exact(LANES),
+        );
+        for ((cx, cy), cz) in (&mut ix).zip(&mut iy).zip(&mut iz) {
+            for l in 0..LANES {
+                let (u, v) = f(cx[l], cy[l], cz[l]);
+                au[l] += u;
+                av[l] += v;
+            }
+        }
+        tu += au.iter().map(|a| a.to_f64()).sum::<f64>();
+        tv += av.iter().map(|a| a.to_f64()).sum::<f64>();
+        let rest = ix
+            .remainder()
+            .iter()
+            .zip(iy.remainder())
+            .zip(iz.remainder());
+        for ((&a, &b), &c) in rest {
+            let (u, v) = f(a, b, c);
+            tu += u.to_f64();
+            tv += v.to_f64();
         }
     }
-    let (mut ta, mut tb) = (0.0, 0.0);
-    for k in full..len {
-        let (u, v) = f(k);
-        ta += u;
-        tb += v;
-    }
-    (a.iter().sum::<f64>() + ta, b.iter().sum::<f64>() + tb)
+    (tu, tv)
 }
 
 /// Per-channel mean and biased variance of a contiguous `(N, C, plane)` buffer, in f64
@@ -243,21 +271,19 @@ fn channel_stats<T: WithDType>(x: &[T], c: usize, plane: usize) -> Vec<(f64, f64
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let plane_of = |i: usize| &x[(i * c + ch) * plane..][..plane];
-            let sum: f64 = (0..n)
-                .map(|i| {
-                    let p = plane_of(i);
-                    lane_sum(plane, |k| p[k].to_f64())
-                })
-                .sum();
-            let mean = sum / count;
-            let sq: f64 = (0..n)
-                .map(|i| {
-                    let p = plane_of(i);
-                    lane_sum(plane, |k| (p[k].to_f64() - mean).powi(2))
-                })
-                .sum();
-            (mean, sq / count)
+            crate::simd::best(|| {
+                let plane_of = |i: usize| &x[(i * c + ch) * plane..][..plane];
+                let sum: f64 = (0..n).map(|i| block_sum(plane_of(i), |v| v)).sum();
+                let mean = sum / count;
+                let m = T::from_f64(mean);
+                // Centred on the mean rounded to the dtype, m; since Σ(x − m) = N·(μ − m),
+                // Σ(x − μ)² = Σ(x − m)² − N·(μ − m)².
+                let sq: f64 = (0..n)
+                    .map(|i| block_sum(plane_of(i), |v| (v - m) * (v - m)))
+                    .sum();
+                let shift = mean - m.to_f64();
+                (mean, (sq / count - shift * shift).max(0.0))
+            })
         })
         .collect()
 }
@@ -290,7 +316,7 @@ impl BnTrain {
             .for_each(|(i, (yp, xp))| {
                 let (scale, shift) = affine[i % c];
                 let act = |r: T| if relu && r < T::zero() { T::zero() } else { r };
-                match residual {
+                crate::simd::best(|| match residual {
                     Some(res) => {
                         let rp = &res[i * plane..][..plane];
                         for ((o, &v), &r) in yp.iter_mut().zip(xp).zip(rp) {
@@ -302,7 +328,7 @@ impl BnTrain {
                             *o = act(v * scale + shift);
                         }
                     }
-                }
+                })
             });
         y
     }
@@ -637,41 +663,36 @@ impl BnTrainBackward {
         let len = x.len();
         let n = len / (c * plane);
         let count = (n * plane) as f64;
-        // g = dy, masked by y > 0 after a ReLU.
-        let g = |i: usize| -> T {
-            if relu && y[i] <= T::zero() {
-                T::zero()
-            } else {
-                dy[i]
-            }
-        };
         // Per channel: Σ g and Σ g·x̂.
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let (mean, var) = stats[ch];
-                let inv = 1.0 / (var + eps).sqrt();
-                let (mut s, mut sx) = (0.0, 0.0);
-                for i in 0..n {
-                    let start = (i * c + ch) * plane;
-                    let (xs, ys, ds) = (
-                        &x[start..][..plane],
-                        &y[start..][..plane],
-                        &dy[start..][..plane],
-                    );
-                    // One pass for both sums: g = dy masked by y > 0 after a ReLU.
-                    let (a, b) = lane_sum2(plane, |k| {
-                        let gk = if relu && ys[k] <= T::zero() {
-                            0.0
-                        } else {
-                            ds[k].to_f64()
-                        };
-                        (gk, gk * (xs[k].to_f64() - mean))
-                    });
-                    s += a;
-                    sx += b;
-                }
-                (s, sx * inv)
+                crate::simd::best(|| {
+                    let (mean, var) = stats[ch];
+                    let inv = 1.0 / (var + eps).sqrt();
+                    let (mut s, mut sx) = (0.0, 0.0);
+                    for i in 0..n {
+                        let start = (i * c + ch) * plane;
+                        let (xs, ys, ds) = (
+                            &x[start..][..plane],
+                            &y[start..][..plane],
+                            &dy[start..][..plane],
+                        );
+                        // One pass for both sums: g = dy masked by y > 0 after a ReLU.
+                        let m = T::from_f64(mean);
+                        let (a, b) = block_sum2((xs, ys, ds), |xv, yv, dv| {
+                            let gk = if relu && yv <= T::zero() {
+                                T::zero()
+                            } else {
+                                dv
+                            };
+                            (gk, gk * (xv - m))
+                        });
+                        s += a;
+                        sx += b;
+                    }
+                    (s, sx * inv)
+                })
             })
             .collect();
         // dx = γ/σ·(g − Σg/n − x̂·Σg·x̂/n) = a·g + b·(x − μ) + k per channel.
@@ -696,25 +717,47 @@ impl BnTrainBackward {
         let (dx, rest) = out.split_at_mut(len);
         let (dr, tail) = rest.split_at_mut(extra);
         let dx_planes = dx.par_chunks_mut(plane).enumerate();
+        // Per plane: zipped slices (no bounds checks), compiled wide (see `simd`).
+        let planes = |p: usize| {
+            let start = p * plane;
+            (
+                &x[start..][..plane],
+                &y[start..][..plane],
+                &dy[start..][..plane],
+            )
+        };
+        // g = dy, masked by y > 0 after a ReLU.
+        let mask = |yv: T, dv: T| {
+            if relu && yv <= T::zero() {
+                T::zero()
+            } else {
+                dv
+            }
+        };
         if self.residual {
             dx_planes
                 .zip(dr.par_chunks_mut(plane))
                 .for_each(|((p, dxp), drp)| {
                     let (a, b, m, k) = coef[p % c];
-                    let start = p * plane;
-                    for (j, (o, r)) in dxp.iter_mut().zip(drp).enumerate() {
-                        let gi = g(start + j);
-                        *r = gi;
-                        *o = a * gi + b * (x[start + j] - m) + k;
-                    }
+                    let (xs, ys, ds) = planes(p);
+                    crate::simd::best(|| {
+                        let src = xs.iter().zip(ys).zip(ds);
+                        for ((o, r), ((&xv, &yv), &dv)) in dxp.iter_mut().zip(drp).zip(src) {
+                            let gi = mask(yv, dv);
+                            *r = gi;
+                            *o = a * gi + b * (xv - m) + k;
+                        }
+                    })
                 });
         } else {
             dx_planes.for_each(|(p, dxp)| {
                 let (a, b, m, k) = coef[p % c];
-                let start = p * plane;
-                for (j, o) in dxp.iter_mut().enumerate() {
-                    *o = a * g(start + j) + b * (x[start + j] - m) + k;
-                }
+                let (xs, ys, ds) = planes(p);
+                crate::simd::best(|| {
+                    for (o, ((&xv, &yv), &dv)) in dxp.iter_mut().zip(xs.iter().zip(ys).zip(ds)) {
+                        *o = a * mask(yv, dv) + b * (xv - m) + k;
+                    }
+                })
             });
         }
         for ch in 0..c {

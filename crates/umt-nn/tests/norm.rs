@@ -264,3 +264,68 @@ fn batch_norm_add_relu_shape_mismatch_is_an_error() -> TestResult {
     );
     Ok(())
 }
+
+/// f32 statistics of data with a large mean and a small spread (mean 100, std 0.01) over planes
+/// longer than one summation block and not a multiple of the lane count (41 × 37 = 1517): the
+/// fused op's normalised output and its input gradient agree with an f64 reference computed
+/// from the same f32 values. A one-pass `E[x²] − E[x]²` in f32, or f32 partial sums over whole
+/// planes, fails this by orders of magnitude.
+#[test]
+fn statistics_hold_for_a_large_mean_and_small_spread() -> TestResult {
+    let (n, c, h, w) = (3, 2, 41, 37);
+    let plane = h * w;
+    let dev = Device::Cpu;
+    let xs: Vec<f32> = values(n * c * plane, 21)
+        .iter()
+        .map(|v| (100.0 + 0.01 * v) as f32)
+        .collect();
+    let x = Var::from_vec(xs.clone(), (n, c, h, w), &dev)?;
+    let bn = bn_from(
+        c,
+        &Tensor::ones(c, DType::F32, &dev)?,
+        &Tensor::zeros(c, DType::F32, &dev)?,
+    )?;
+    let y = batch_norm(&bn, x.as_tensor(), true)?;
+    let got: Vec<f32> = y.flatten_all()?.to_vec1()?;
+    // dL/dy = the values themselves (centred), so dx depends on both statistics.
+    let wts: Vec<f32> = values(n * c * plane, 22)
+        .iter()
+        .map(|v| *v as f32)
+        .collect();
+    let grads = (&y * Tensor::from_vec(wts.clone(), (n, c, h, w), &dev)?)?
+        .sum_all()?
+        .backward()?;
+    let dx: Vec<f32> = grads.get(&x).ok_or("no dx")?.flatten_all()?.to_vec1()?;
+    for ch in 0..c {
+        let idx: Vec<usize> = (0..n)
+            .flat_map(|i| (0..plane).map(move |k| (i * c + ch) * plane + k))
+            .collect();
+        let cnt = idx.len() as f64;
+        let mean = idx.iter().map(|&i| xs[i] as f64).sum::<f64>() / cnt;
+        let var = idx
+            .iter()
+            .map(|&i| (xs[i] as f64 - mean).powi(2))
+            .sum::<f64>()
+            / cnt;
+        let inv = 1.0 / (var + 1e-5).sqrt();
+        let xhat = |i: usize| (xs[i] as f64 - mean) * inv;
+        let (sg, sgx) = idx.iter().fold((0.0, 0.0), |(a, b), &i| {
+            (a + wts[i] as f64, b + wts[i] as f64 * xhat(i))
+        });
+        for &i in &idx {
+            let want_y = xhat(i);
+            let want_dx = inv * (wts[i] as f64 - sg / cnt - xhat(i) * sgx / cnt);
+            assert!(
+                (got[i] as f64 - want_y).abs() < 2e-3,
+                "channel {ch}, element {i}: y {} vs {want_y}",
+                got[i]
+            );
+            assert!(
+                (dx[i] as f64 - want_dx).abs() < 2e-3 * want_dx.abs().max(1.0),
+                "channel {ch}, element {i}: dx {} vs {want_dx}",
+                dx[i]
+            );
+        }
+    }
+    Ok(())
+}

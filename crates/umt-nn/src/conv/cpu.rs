@@ -172,23 +172,67 @@ fn valid_range(j: usize, g: &Geometry) -> (usize, usize) {
     (lo.min(hi), hi)
 }
 
-/// `x (C_in, H, W)` → `cols (C_in·kH·kW, OH·OW)`.
-fn im2col<T: Element>(x: &[T], cols: &mut [T], g: &Geometry) {
-    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
-    let rows = g.kh * g.kw * hw_out;
-    for c in 0..g.c_in {
-        im2col_channel(
-            &x[c * hw_in..(c + 1) * hw_in],
-            &mut cols[c * rows..(c + 1) * rows],
-            hw_out,
-            g,
-        );
+/// Width of one column phase of a plane `W` wide at column stride `sw`: `⌈W / sw⌉`.
+fn phase_width(g: &Geometry) -> usize {
+    g.w.div_ceil(g.sw)
+}
+
+/// Splits one channel plane `xc (H, W)` into its `sw` column phases, `ph (sw, H, ⌈W/sw⌉)`
+/// with `ph[q, iy, m] = xc[iy, q + sw·m]` (a phase's entries past the plane's right edge are
+/// left unspecified; they are never read). In this layout a strided row of the im2col matrix
+/// (input columns `ix0, ix0 + sw, …`) is one contiguous slice of phase `ix0 mod sw`.
+fn split_phases<T: Element>(xc: &[T], g: &Geometry, ph: &mut [T]) {
+    let wp = phase_width(g);
+    for (iy, row) in xc.chunks_exact(g.w).enumerate() {
+        for q in 0..g.sw.min(g.w) {
+            let dst = &mut ph[(q * g.h + iy) * wp..][..wp];
+            for (d, &v) in dst.iter_mut().zip(row[q..].iter().step_by(g.sw)) {
+                *d = v;
+            }
+        }
     }
 }
 
-/// One input channel `xc (H, W)` → its `kH·kW` rows of columns, row `r` starting at `r·ld`
-/// (`ld ≥ OH·OW`; only the first `OH·OW` entries of each row are written).
-fn im2col_channel<T: Element>(xc: &[T], rows: &mut [T], ld: usize, g: &Geometry) {
+/// The inverse direction of [`split_phases`]: `dxc[iy, q + sw·m] += ph[q, iy, m]`.
+fn merge_phases_add<T: Element>(ph: &[T], g: &Geometry, dxc: &mut [T]) {
+    let wp = phase_width(g);
+    for (iy, row) in dxc.chunks_exact_mut(g.w).enumerate() {
+        for q in 0..g.sw.min(g.w) {
+            let src = &ph[(q * g.h + iy) * wp..][..wp];
+            for (d, &v) in row[q..].iter_mut().step_by(g.sw).zip(src) {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// `x (C_in, H, W)` → `cols (C_in·kH·kW, OH·OW)`. With a column stride > 1 each channel is
+/// first split into its column phases ([`split_phases`]), so every row copy is contiguous.
+fn im2col<T: Element>(x: &[T], cols: &mut [T], g: &Geometry) {
+    let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
+    let rows = g.kh * g.kw * hw_out;
+    let mut ph = if g.sw > 1 {
+        vec![T::default(); g.sw * g.h * phase_width(g)]
+    } else {
+        Vec::new()
+    };
+    for c in 0..g.c_in {
+        let xc = &x[c * hw_in..(c + 1) * hw_in];
+        let src = if g.sw > 1 {
+            split_phases(xc, g, &mut ph);
+            &ph[..]
+        } else {
+            xc
+        };
+        im2col_channel(src, &mut cols[c * rows..(c + 1) * rows], hw_out, g);
+    }
+}
+
+/// One input channel → its `kH·kW` rows of columns, row `r` starting at `r·ld` (`ld ≥ OH·OW`;
+/// only the first `OH·OW` entries of each row are written). `src` is the plane `(H, W)` when
+/// the column stride is 1, else its phases `(sW, H, ⌈W/sW⌉)` ([`split_phases`]).
+fn im2col_channel<T: Element>(src: &[T], rows: &mut [T], ld: usize, g: &Geometry) {
+    let wp = phase_width(g);
     for i in 0..g.kh {
         for j in 0..g.kw {
             let r = i * g.kw + j;
@@ -203,36 +247,42 @@ fn im2col_channel<T: Element>(xc: &[T], rows: &mut [T], ld: usize, g: &Geometry)
                 out[..lo].fill(T::default());
                 out[hi..].fill(T::default());
                 if lo < hi {
-                    let start = iy * g.w + lo * g.sw + j * g.dw - g.pw;
-                    if g.sw == 1 {
-                        out[lo..hi].copy_from_slice(&xc[start..start + (hi - lo)]);
-                    } else {
-                        for (k, o) in out[lo..hi].iter_mut().enumerate() {
-                            *o = xc[start + k * g.sw];
-                        }
-                    }
+                    let ix0 = lo * g.sw + j * g.dw - g.pw;
+                    let start = ((ix0 % g.sw) * g.h + iy) * wp + ix0 / g.sw;
+                    out[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
                 }
             }
         }
     }
 }
 
-/// Scatter-adds `cols (C_in·kH·kW, OH·OW)` into `dx (C_in, H, W)` (which must start zeroed).
+/// Scatter-adds `cols (C_in·kH·kW, OH·OW)` into `dx (C_in, H, W)` (which must start zeroed);
+/// with a column stride > 1 through a zeroed phase buffer ([`merge_phases_add`]).
 fn col2im<T: Element>(cols: &[T], dx: &mut [T], g: &Geometry) {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let rows = g.kh * g.kw * hw_out;
+    let mut ph = if g.sw > 1 {
+        vec![T::default(); g.sw * g.h * phase_width(g)]
+    } else {
+        Vec::new()
+    };
     for c in 0..g.c_in {
-        col2im_channel(
-            &cols[c * rows..(c + 1) * rows],
-            hw_out,
-            &mut dx[c * hw_in..(c + 1) * hw_in],
-            g,
-        );
+        let cc = &cols[c * rows..(c + 1) * rows];
+        let dxc = &mut dx[c * hw_in..(c + 1) * hw_in];
+        if g.sw > 1 {
+            ph.fill(T::default());
+            col2im_channel(cc, hw_out, &mut ph, g);
+            merge_phases_add(&ph, g, dxc);
+        } else {
+            col2im_channel(cc, hw_out, dxc, g);
+        }
     }
 }
 
-/// Scatter-adds one channel's `kH·kW` rows (row `r` at `r·ld`) into `dxc (H, W)`.
-fn col2im_channel<T: Element>(rows: &[T], ld: usize, dxc: &mut [T], g: &Geometry) {
+/// Scatter-adds one channel's `kH·kW` rows (row `r` at `r·ld`) into `dst`: the plane `(H, W)`
+/// when the column stride is 1, else its phases `(sW, H, ⌈W/sW⌉)`.
+fn col2im_channel<T: Element>(rows: &[T], ld: usize, dst: &mut [T], g: &Geometry) {
+    let wp = phase_width(g);
     for i in 0..g.kh {
         for j in 0..g.kw {
             let r = i * g.kw + j;
@@ -246,15 +296,10 @@ fn col2im_channel<T: Element>(rows: &[T], ld: usize, dxc: &mut [T], g: &Geometry
                     continue;
                 };
                 let src = &row[oy * g.ow + lo..oy * g.ow + hi];
-                let start = iy * g.w + lo * g.sw + j * g.dw - g.pw;
-                if g.sw == 1 {
-                    for (d, &s) in dxc[start..start + (hi - lo)].iter_mut().zip(src) {
-                        *d += s;
-                    }
-                } else {
-                    for (k, &s) in src.iter().enumerate() {
-                        dxc[start + k * g.sw] += s;
-                    }
+                let ix0 = lo * g.sw + j * g.dw - g.pw;
+                let start = ((ix0 % g.sw) * g.h + iy) * wp + ix0 / g.sw;
+                for (d, &s) in dst[start..start + (hi - lo)].iter_mut().zip(src) {
+                    *d += s;
                 }
             }
         }
@@ -330,17 +375,75 @@ fn with_packed_cols<T: Element, R>(x: &[T], g: &Geometry, f: impl FnOnce(&[T]) -
     })
 }
 
+/// The input position read by each (kernel tap, output pixel) of a small plane, for the packed
+/// im2col / col2im: `idx[t·OH·OW + p] = iy·W + ix`, or [`TapMap::PAD`] inside the padding.
+/// Packed planes have at most [`PACK_MAX_PLANE`] pixels, so rows are a few elements long and the
+/// row-wise [`im2col_channel`] spent most of its time on per-row bounds arithmetic (6 % of a
+/// ResNet18 step at 3×64×64); this table is built once per call.
+struct TapMap {
+    idx: Vec<u32>,
+}
+
+impl TapMap {
+    const PAD: u32 = u32::MAX;
+
+    fn new(g: &Geometry) -> Self {
+        let mut idx = Vec::with_capacity(g.kh * g.kw * g.oh * g.ow);
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let iy = src_index(oy, i, g.sh, g.dh, g.ph, g.h);
+                        let ix = src_index(ox, j, g.sw, g.dw, g.pw, g.w);
+                        idx.push(match (iy, ix) {
+                            (Some(iy), Some(ix)) => (iy * g.w + ix) as u32,
+                            _ => Self::PAD,
+                        });
+                    }
+                }
+            }
+        }
+        Self { idx }
+    }
+
+    /// Tap `t`'s row of one channel plane `xc (H, W)` into `out (OH·OW)`.
+    #[inline]
+    fn gather<T: Element>(&self, t: usize, xc: &[T], out: &mut [T]) {
+        let map = &self.idx[t * out.len()..][..out.len()];
+        for (o, &k) in out.iter_mut().zip(map) {
+            *o = if k == Self::PAD {
+                T::default()
+            } else {
+                xc[k as usize]
+            };
+        }
+    }
+
+    /// Scatter-adds tap `t`'s row `src (OH·OW)` into one channel plane `dxc (H, W)`.
+    #[inline]
+    fn scatter_add<T: Element>(&self, t: usize, src: &[T], dxc: &mut [T]) {
+        let map = &self.idx[t * src.len()..][..src.len()];
+        for (&v, &k) in src.iter().zip(map) {
+            if k != Self::PAD {
+                dxc[k as usize] += v;
+            }
+        }
+    }
+}
+
 /// The packed im2col of [`with_packed_cols`] into `cols` (all elements overwritten).
 fn packed_cols_into<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let ld = g.b * hw_out;
-    let per_channel = g.kh * g.kw * ld;
-    cols.par_chunks_mut(per_channel)
+    let taps = g.kh * g.kw;
+    let map = TapMap::new(g);
+    cols.par_chunks_mut(taps * ld)
         .enumerate()
         .for_each(|(c, rows)| {
-            for b in 0..g.b {
-                let xc = &x[(b * g.c_in + c) * hw_in..][..hw_in];
-                im2col_channel(xc, &mut rows[b * hw_out..], ld, g);
+            for (t, row) in rows.chunks_exact_mut(ld).enumerate() {
+                for (b, out) in row.chunks_exact_mut(hw_out).enumerate() {
+                    map.gather(t, &x[(b * g.c_in + c) * hw_in..][..hw_in], out);
+                }
             }
         });
 }
@@ -413,13 +516,16 @@ fn input_grad_packed<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
             return unpack(dcols, g.b, g.c_in, hw_in);
         }
         let mut dx = vec![T::default(); g.b * g.c_in * hw_in];
-        let per_channel = g.kh * g.kw * n;
+        let taps = g.kh * g.kw;
+        let map = TapMap::new(g);
         let dcols = &*dcols;
         dx.par_chunks_mut(hw_in)
             .enumerate()
             .for_each(|(plane, dxc)| {
                 let (b, c) = (plane / g.c_in, plane % g.c_in);
-                col2im_channel(&dcols[c * per_channel + b * hw_out..], n, dxc, g);
+                for t in 0..taps {
+                    map.scatter_add(t, &dcols[(c * taps + t) * n + b * hw_out..][..hw_out], dxc);
+                }
             });
         dx
     })

@@ -294,24 +294,27 @@ fn apply<T: Real>(rule: Rule, p: &mut [T], g: &[T], mut views: Vec<&mut [T]>) ->
         .zip(pieces(b, chunks))
         .collect();
     type Task<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
-    let run = |(((p, g), a), b): Task<'_, T>| match rule {
-        Rule::Sgd {
-            lr,
-            wd,
-            momentum,
-            dampening,
-            nesterov,
-            first,
-        } => sgd_chunk(p, g, a, (lr, wd, momentum, dampening, nesterov, first)),
-        Rule::Adam {
-            lr,
-            wd,
-            decoupled,
-            beta1,
-            beta2,
-            eps,
-            step,
-        } => adam_chunk(p, g, a, b, (lr, wd, decoupled, beta1, beta2, eps, step)),
+    // Each chunk's loop compiled with AVX2 + FMA where available (see `simd`).
+    let run = |(((p, g), a), b): Task<'_, T>| {
+        crate::simd::best(|| match rule {
+            Rule::Sgd {
+                lr,
+                wd,
+                momentum,
+                dampening,
+                nesterov,
+                first,
+            } => sgd_chunk(p, g, a, (lr, wd, momentum, dampening, nesterov, first)),
+            Rule::Adam {
+                lr,
+                wd,
+                decoupled,
+                beta1,
+                beta2,
+                eps,
+                step,
+            } => adam_chunk(p, g, a, b, (lr, wd, decoupled, beta1, beta2, eps, step)),
+        })
     };
     if chunks > 1 {
         tasks.into_par_iter().for_each(run);
@@ -322,6 +325,7 @@ fn apply<T: Real>(rule: Rule, p: &mut [T], g: &[T], mut views: Vec<&mut [T]>) ->
 }
 
 /// SGD on one chunk; `buf` is empty without momentum.
+#[inline(always)]
 fn sgd_chunk<T: Real>(
     p: &mut [T],
     g: &[T],
@@ -367,6 +371,7 @@ fn adam_scalars(lr: f64, wd: f64, beta1: f64, beta2: f64, eps: f64, step: i32) -
 }
 
 /// Adam/AdamW on one chunk with moments `m`, `v` (zero before the first step).
+#[inline(always)]
 fn adam_chunk<T: Real>(
     p: &mut [T],
     g: &[T],
@@ -376,21 +381,22 @@ fn adam_chunk<T: Real>(
 ) {
     let [b1, c1, b2, c2, wd_t, shrink, inv_bc2, eps_t, step_size] =
         adam_scalars(lr, wd, beta1, beta2, eps, step).map(T::of);
-    for i in 0..p.len() {
-        let mut gi = g[i];
-        let mut pi = p[i];
+    // Zipped slices (no bounds checks), so the loop vectorises.
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let mut gi = g;
+        let mut pi = *p;
         if wd != 0.0 {
             if decoupled {
                 pi = pi * shrink;
             } else {
-                gi = gi + p[i] * wd_t;
+                gi = gi + *p * wd_t;
             }
         }
-        let mi = m[i] * b1 + gi * c1;
-        let vi = v[i] * b2 + gi * gi * c2;
-        m[i] = mi;
-        v[i] = vi;
+        let mi = *m * b1 + gi * c1;
+        let vi = *v * b2 + gi * gi * c2;
+        *m = mi;
+        *v = vi;
         let denom = vi.sqrt() * inv_bc2 + eps_t;
-        p[i] = pi - mi / denom * step_size;
+        *p = pi - mi / denom * step_size;
     }
 }
