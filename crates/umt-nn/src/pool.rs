@@ -39,6 +39,7 @@ use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
+use std::sync::{Arc, OnceLock};
 
 /// One output index's input window `[start, end)` along an axis, already clipped to the input.
 type Span = (usize, usize);
@@ -259,8 +260,69 @@ fn window_argmax<T: WithDType>(plane: &[T], w: usize, rows: Span, cols: Span) ->
 struct MaxPool {
     win: Windows,
     /// `(kernel, stride, padding)` (the CUDA kernels recompute the windows from them).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     ksp: (usize, usize, usize),
+    /// The CPU forward's argmax per output (flat index in its input plane), kept for the
+    /// backward, which then needs no second search.
+    argmax: Arc<OnceLock<Vec<u32>>>,
+}
+
+/// One plane of the CPU max pool: `out`/`arg` (Ho·Wo) get each window's first maximum (a NaN
+/// wins, as in PyTorch) and its flat index in `plane (H, W)` — the same choice as
+/// [`window_argmax`], visited tap by tap across a whole output row with branch-free updates
+/// (the per-window search mispredicted on every new maximum: 64 ms for the paper's audio
+/// stem, 4×64×257×157, before; docs/performance.md).
+#[inline(always)]
+fn max_pool_plane<T: WithDType>(
+    plane: &[T],
+    win: &Windows,
+    (k, s, p): (usize, usize, usize),
+    out: &mut [T],
+    arg: &mut [u32],
+) {
+    let (w, wo) = (win.w, win.cols.len());
+    // One input row split into its `s` column phases (phase q holds columns q, q + s, …), so
+    // that a tap's candidates for consecutive outputs are contiguous.
+    let wp = w.div_ceil(s);
+    let mut phases = vec![T::zero(); s * wp];
+    for (oy, &(r0, r1)) in win.rows.iter().enumerate() {
+        let best = &mut out[oy * wo..][..wo];
+        let idx = &mut arg[oy * wo..][..wo];
+        best.fill(T::from_f64(f64::NEG_INFINITY));
+        for (i, &(c0, _)) in idx.iter_mut().zip(&win.cols) {
+            *i = (r0 * w + c0) as u32;
+        }
+        for r in r0..r1 {
+            let row = &plane[r * w..][..w];
+            for q in 0..s.min(w) {
+                for (d, &v) in phases[q * wp..].iter_mut().zip(row[q..].iter().step_by(s)) {
+                    *d = v;
+                }
+            }
+            for j in 0..k {
+                // Outputs whose column ox·s + j − p lies in [0, W).
+                let lo = p.saturating_sub(j).div_ceil(s);
+                let hi = if w + p > j {
+                    ((w + p - j - 1) / s + 1).min(wo)
+                } else {
+                    0
+                };
+                if lo >= hi {
+                    continue;
+                }
+                let c0 = lo * s + j - p;
+                let src = &phases[(c0 % s) * wp + c0 / s..][..hi - lo];
+                let first = (r * w + c0) as u32;
+                let step = s as u32;
+                let dst = best[lo..hi].iter_mut().zip(&mut idx[lo..hi]);
+                for (((b, i), &v), n) in dst.zip(src).zip(0u32..) {
+                    #[allow(clippy::eq_op)] // x != x: NaN
+                    let take = v > *b || (v != v && *b == *b);
+                    *b = if take { v } else { *b };
+                    *i = if take { first + n * step } else { *i };
+                }
+            }
+        }
+    }
 }
 
 impl Kernel1 for MaxPool {
@@ -269,18 +331,21 @@ impl Kernel1 for MaxPool {
     }
     fn apply<T: WithDType>(&self, x: &[T]) -> Result<Vec<T>> {
         let win = &self.win;
-        let mut out = vec![T::zero(); x.len() / win.in_plane() * win.out_plane()];
-        out.par_chunks_mut(win.out_plane().max(1))
-            .zip(x.par_chunks(win.in_plane()))
-            .for_each(|(o, plane)| {
-                let mut k = 0;
-                for &rows in &win.rows {
-                    for &cols in &win.cols {
-                        o[k] = plane[window_argmax(plane, win.w, rows, cols)];
-                        k += 1;
-                    }
-                }
+        let (in_plane, out_plane) = (win.in_plane(), win.out_plane().max(1));
+        if in_plane > u32::MAX as usize {
+            bail!("max_pool2d: input planes above 2^32 elements are not supported");
+        }
+        let n = x.len() / in_plane * out_plane;
+        let mut out = vec![T::zero(); n];
+        let mut arg = vec![0u32; n];
+        out.par_chunks_mut(out_plane)
+            .zip(arg.par_chunks_mut(out_plane))
+            .zip(x.par_chunks(in_plane))
+            .for_each(|((o, a), plane)| {
+                crate::simd::best(|| max_pool_plane(plane, win, self.ksp, o, a));
             });
+        // Only the first forward of this op instance runs (one op per call of max_pool2d).
+        let _ = self.argmax.set(arg);
         Ok(out)
     }
 }
@@ -320,6 +385,18 @@ impl Kernel2 for MaxPool {
     fn apply<T: WithDType>(&self, x: &[T], g: &[T]) -> Result<Vec<T>> {
         let win = &self.win;
         let mut gx = vec![T::zero(); x.len()];
+        if let Some(arg) = self.argmax.get().filter(|a| a.len() == g.len()) {
+            // The forward's argmax: the same routing, in the same (output) order.
+            gx.par_chunks_mut(win.in_plane())
+                .zip(arg.par_chunks(win.out_plane().max(1)))
+                .zip(g.par_chunks(win.out_plane().max(1)))
+                .for_each(|((gp, ap), go)| {
+                    for (&i, &v) in ap.iter().zip(go) {
+                        gp[i as usize] += v;
+                    }
+                });
+            return Ok(gx);
+        }
         gx.par_chunks_mut(win.in_plane())
             .zip(x.par_chunks(win.in_plane()))
             .zip(g.par_chunks(win.out_plane().max(1)))
@@ -405,7 +482,11 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         return generic_max_pool2d(x, &win, kernel, stride, padding);
     }
     let ksp = (kernel, stride, padding);
-    x.contiguous()?.apply_op1(MaxPool { win, ksp })
+    x.contiguous()?.apply_op1(MaxPool {
+        win,
+        ksp,
+        argmax: Arc::default(),
+    })
 }
 
 /// Whether `x` runs on the custom CPU kernels (CPU f32/f64) rather than the generic path.
@@ -701,6 +782,40 @@ mod tests {
     }
 
     proptest! {
+        /// The row-wise CPU max pool picks the same element as the per-window search
+        /// [`window_argmax`] (first maximum in row-major window order, the first NaN wins),
+        /// on data full of ties, NaNs and −∞, for every valid geometry.
+        #[test]
+        fn max_pool_plane_matches_window_search(h in 1usize..12, w in 1usize..12,
+                                                k in 1usize..5, s in 1usize..4, p in 0usize..3,
+                                                seed in 0u64..1000) {
+            prop_assume!(2 * p <= k && h + 2 * p >= k && w + 2 * p >= k);
+            let win = Windows::fixed("t", h, w, k, s, p).unwrap();
+            let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let plane: Vec<f32> = (0..h * w)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    match (state >> 33) % 11 {
+                        0 => f32::NAN,
+                        1 => f32::NEG_INFINITY,
+                        v => (v % 4) as f32, // few distinct values: many ties
+                    }
+                })
+                .collect();
+            let n = win.rows.len() * win.cols.len();
+            let (mut out, mut arg) = (vec![0f32; n], vec![0u32; n]);
+            max_pool_plane(&plane, &win, (k, s, p), &mut out, &mut arg);
+            let mut o = 0;
+            for &rows in &win.rows {
+                for &cols in &win.cols {
+                    let want = window_argmax(&plane, w, rows, cols);
+                    prop_assert_eq!(arg[o] as usize, want, "output {}", o);
+                    prop_assert_eq!(out[o].to_bits(), plane[want].to_bits());
+                    o += 1;
+                }
+            }
+        }
+
         /// The device-generic paths (candle ops; run here on CPU f64) equal the CPU kernels,
         /// forward and gradient, for every valid pool geometry.
         #[test]
