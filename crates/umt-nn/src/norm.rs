@@ -271,19 +271,22 @@ fn channel_stats<T: WithDType>(x: &[T], c: usize, plane: usize) -> Vec<(f64, f64
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            crate::simd::best(|| {
-                let plane_of = |i: usize| &x[(i * c + ch) * plane..][..plane];
-                let sum: f64 = (0..n).map(|i| block_sum(plane_of(i), |v| v)).sum();
-                let mean = sum / count;
-                let m = T::from_f64(mean);
-                // Centred on the mean rounded to the dtype, m; since Σ(x − m) = N·(μ − m),
-                // Σ(x − μ)² = Σ(x − m)² − N·(μ − m)².
-                let sq: f64 = (0..n)
-                    .map(|i| block_sum(plane_of(i), |v| (v - m) * (v - m)))
-                    .sum();
-                let shift = mean - m.to_f64();
-                (mean, (sq / count - shift * shift).max(0.0))
-            })
+            crate::simd::best(
+                #[inline(always)]
+                || {
+                    let plane_of = |i: usize| &x[(i * c + ch) * plane..][..plane];
+                    let sum: f64 = (0..n).map(|i| block_sum(plane_of(i), |v| v)).sum();
+                    let mean = sum / count;
+                    let m = T::from_f64(mean);
+                    // Centred on the mean rounded to the dtype, m; since Σ(x − m) = N·(μ − m),
+                    // Σ(x − μ)² = Σ(x − m)² − N·(μ − m)².
+                    let sq: f64 = (0..n)
+                        .map(|i| block_sum(plane_of(i), move |v| (v - m) * (v - m)))
+                        .sum();
+                    let shift = mean - m.to_f64();
+                    (mean, (sq / count - shift * shift).max(0.0))
+                },
+            )
         })
         .collect()
 }
@@ -315,20 +318,23 @@ impl BnTrain {
             .enumerate()
             .for_each(|(i, (yp, xp))| {
                 let (scale, shift) = affine[i % c];
-                let act = |r: T| if relu && r < T::zero() { T::zero() } else { r };
-                crate::simd::best(|| match residual {
-                    Some(res) => {
-                        let rp = &res[i * plane..][..plane];
-                        for ((o, &v), &r) in yp.iter_mut().zip(xp).zip(rp) {
-                            *o = act(v * scale + shift + r);
+                let act = move |r: T| if relu && r < T::zero() { T::zero() } else { r };
+                crate::simd::best(
+                    #[inline(always)]
+                    || match residual {
+                        Some(res) => {
+                            let rp = &res[i * plane..][..plane];
+                            for ((o, &v), &r) in yp.iter_mut().zip(xp).zip(rp) {
+                                *o = act(v * scale + shift + r);
+                            }
                         }
-                    }
-                    None => {
-                        for (o, &v) in yp.iter_mut().zip(xp) {
-                            *o = act(v * scale + shift);
+                        None => {
+                            for (o, &v) in yp.iter_mut().zip(xp) {
+                                *o = act(v * scale + shift);
+                            }
                         }
-                    }
-                })
+                    },
+                )
             });
         y
     }
@@ -667,32 +673,35 @@ impl BnTrainBackward {
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                crate::simd::best(|| {
-                    let (mean, var) = stats[ch];
-                    let inv = 1.0 / (var + eps).sqrt();
-                    let (mut s, mut sx) = (0.0, 0.0);
-                    for i in 0..n {
-                        let start = (i * c + ch) * plane;
-                        let (xs, ys, ds) = (
-                            &x[start..][..plane],
-                            &y[start..][..plane],
-                            &dy[start..][..plane],
-                        );
-                        // One pass for both sums: g = dy masked by y > 0 after a ReLU.
-                        let m = T::from_f64(mean);
-                        let (a, b) = block_sum2((xs, ys, ds), |xv, yv, dv| {
-                            let gk = if relu && yv <= T::zero() {
-                                T::zero()
-                            } else {
-                                dv
-                            };
-                            (gk, gk * (xv - m))
-                        });
-                        s += a;
-                        sx += b;
-                    }
-                    (s, sx * inv)
-                })
+                crate::simd::best(
+                    #[inline(always)]
+                    || {
+                        let (mean, var) = stats[ch];
+                        let inv = 1.0 / (var + eps).sqrt();
+                        let (mut s, mut sx) = (0.0, 0.0);
+                        for i in 0..n {
+                            let start = (i * c + ch) * plane;
+                            let (xs, ys, ds) = (
+                                &x[start..][..plane],
+                                &y[start..][..plane],
+                                &dy[start..][..plane],
+                            );
+                            // One pass for both sums: g = dy masked by y > 0 after a ReLU.
+                            let m = T::from_f64(mean);
+                            let (a, b) = block_sum2((xs, ys, ds), move |xv, yv, dv| {
+                                let gk = if relu && yv <= T::zero() {
+                                    T::zero()
+                                } else {
+                                    dv
+                                };
+                                (gk, gk * (xv - m))
+                            });
+                            s += a;
+                            sx += b;
+                        }
+                        (s, sx * inv)
+                    },
+                )
             })
             .collect();
         // dx = γ/σ·(g − Σg/n − x̂·Σg·x̂/n) = a·g + b·(x − μ) + k per channel.
@@ -727,7 +736,9 @@ impl BnTrainBackward {
             )
         };
         // g = dy, masked by y > 0 after a ReLU.
-        let mask = |yv: T, dv: T| {
+        // `move`: the flag is copied into the closure (a reference to it would be re-read
+        // after every store, which keeps the loop from vectorising).
+        let mask = move |yv: T, dv: T| {
             if relu && yv <= T::zero() {
                 T::zero()
             } else {
@@ -740,24 +751,31 @@ impl BnTrainBackward {
                 .for_each(|((p, dxp), drp)| {
                     let (a, b, m, k) = coef[p % c];
                     let (xs, ys, ds) = planes(p);
-                    crate::simd::best(|| {
-                        let src = xs.iter().zip(ys).zip(ds);
-                        for ((o, r), ((&xv, &yv), &dv)) in dxp.iter_mut().zip(drp).zip(src) {
-                            let gi = mask(yv, dv);
-                            *r = gi;
-                            *o = a * gi + b * (xv - m) + k;
-                        }
-                    })
+                    crate::simd::best(
+                        #[inline(always)]
+                        || {
+                            let src = xs.iter().zip(ys).zip(ds);
+                            for ((o, r), ((&xv, &yv), &dv)) in dxp.iter_mut().zip(drp).zip(src) {
+                                let gi = mask(yv, dv);
+                                *r = gi;
+                                *o = a * gi + b * (xv - m) + k;
+                            }
+                        },
+                    )
                 });
         } else {
             dx_planes.for_each(|(p, dxp)| {
                 let (a, b, m, k) = coef[p % c];
                 let (xs, ys, ds) = planes(p);
-                crate::simd::best(|| {
-                    for (o, ((&xv, &yv), &dv)) in dxp.iter_mut().zip(xs.iter().zip(ys).zip(ds)) {
-                        *o = a * mask(yv, dv) + b * (xv - m) + k;
-                    }
-                })
+                crate::simd::best(
+                    #[inline(always)]
+                    || {
+                        for (o, ((&xv, &yv), &dv)) in dxp.iter_mut().zip(xs.iter().zip(ys).zip(ds))
+                        {
+                            *o = a * mask(yv, dv) + b * (xv - m) + k;
+                        }
+                    },
+                )
             });
         }
         for ch in 0..c {

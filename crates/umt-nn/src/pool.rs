@@ -342,7 +342,10 @@ impl Kernel1 for MaxPool {
             .zip(arg.par_chunks_mut(out_plane))
             .zip(x.par_chunks(in_plane))
             .for_each(|((o, a), plane)| {
-                crate::simd::best(|| max_pool_plane(plane, win, self.ksp, o, a));
+                crate::simd::best(
+                    #[inline(always)]
+                    || max_pool_plane(plane, win, self.ksp, o, a),
+                );
             });
         // Only the first forward of this op instance runs (one op per call of max_pool2d).
         let _ = self.argmax.set(arg);

@@ -296,25 +296,28 @@ fn apply<T: Real>(rule: Rule, p: &mut [T], g: &[T], mut views: Vec<&mut [T]>) ->
     type Task<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
     // Each chunk's loop compiled with AVX2 + FMA where available (see `simd`).
     let run = |(((p, g), a), b): Task<'_, T>| {
-        crate::simd::best(|| match rule {
-            Rule::Sgd {
-                lr,
-                wd,
-                momentum,
-                dampening,
-                nesterov,
-                first,
-            } => sgd_chunk(p, g, a, (lr, wd, momentum, dampening, nesterov, first)),
-            Rule::Adam {
-                lr,
-                wd,
-                decoupled,
-                beta1,
-                beta2,
-                eps,
-                step,
-            } => adam_chunk(p, g, a, b, (lr, wd, decoupled, beta1, beta2, eps, step)),
-        })
+        crate::simd::best(
+            #[inline(always)]
+            || match rule {
+                Rule::Sgd {
+                    lr,
+                    wd,
+                    momentum,
+                    dampening,
+                    nesterov,
+                    first,
+                } => sgd_chunk(p, g, a, (lr, wd, momentum, dampening, nesterov, first)),
+                Rule::Adam {
+                    lr,
+                    wd,
+                    decoupled,
+                    beta1,
+                    beta2,
+                    eps,
+                    step,
+                } => adam_chunk(p, g, a, b, (lr, wd, decoupled, beta1, beta2, eps, step)),
+            },
+        )
     };
     if chunks > 1 {
         tasks.into_par_iter().for_each(run);
