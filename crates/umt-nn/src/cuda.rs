@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, DType, Layout, Result, Storage, Tensor, WithDType};
+
+use crate::optim::StepScalars;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
 
 /// The kernel source (see the module docs).
@@ -508,15 +510,6 @@ impl DeviceBuf {
             Self::F64(s) => s.len(),
         }
     }
-}
-
-/// The scalars of one optimizer step (see `optim/host.rs`, whose CPU kernels these mirror).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum StepScalars {
-    /// `(lr, wd, momentum, 1 − dampening, nesterov, first)`.
-    Sgd(f64, f64, f64, f64, bool, bool),
-    /// `(β1, 1 − β1, β2, 1 − β2, wd, 1 − lr·wd, 1/√bc2, ε, lr/bc1, decoupled)`.
-    Adam([f64; 9], bool),
 }
 
 /// One fused optimizer step in place on the parameter storage `p`, with gradient `g` (same

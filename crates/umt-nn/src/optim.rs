@@ -47,6 +47,8 @@ use crate::{Error, Result};
 
 mod host;
 use host::StateBuf;
+#[cfg(feature = "cuda")]
+pub(crate) use host::StepScalars;
 
 /// A training optimizer over a fixed set of variables.
 pub trait Optimizer {

@@ -179,7 +179,6 @@ impl InplaceOp2 for FusedStep<'_> {
         s2: &candle_core::cuda::CudaStorage,
         l2: &Layout,
     ) -> Result<()> {
-        use crate::cuda::StepScalars;
         if s1.dtype() != s2.dtype() {
             bail!(
                 "fused optimizer step: parameter {:?} and gradient {:?} must have the same dtype",
@@ -187,28 +186,7 @@ impl InplaceOp2 for FusedStep<'_> {
                 s2.dtype()
             );
         }
-        let scalars = match self.rule {
-            Rule::Sgd {
-                lr,
-                wd,
-                momentum,
-                dampening,
-                nesterov,
-                first,
-            } => StepScalars::Sgd(lr, wd, momentum, 1.0 - dampening, nesterov, first),
-            Rule::Adam {
-                lr,
-                wd,
-                decoupled,
-                beta1,
-                beta2,
-                eps,
-                step,
-            } => {
-                let s = adam_scalars(lr, wd, beta1, beta2, eps, step);
-                StepScalars::Adam(s, decoupled)
-            }
-        };
+        let scalars = self.rule.scalars();
         let mut bufs = self.bufs.borrow_mut();
         let mut device = Vec::with_capacity(bufs.len());
         for b in bufs.iter_mut() {
@@ -295,27 +273,15 @@ fn apply<T: Real>(rule: Rule, p: &mut [T], g: &[T], mut views: Vec<&mut [T]>) ->
         .collect();
     type Task<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
     // Each chunk's loop compiled with AVX2 + FMA where available (see `simd`).
+    let scalars = rule.scalars();
     let run = |(((p, g), a), b): Task<'_, T>| {
         crate::simd::best(
             #[inline(always)]
-            || match rule {
-                Rule::Sgd {
-                    lr,
-                    wd,
-                    momentum,
-                    dampening,
-                    nesterov,
-                    first,
-                } => sgd_chunk(p, g, a, (lr, wd, momentum, dampening, nesterov, first)),
-                Rule::Adam {
-                    lr,
-                    wd,
-                    decoupled,
-                    beta1,
-                    beta2,
-                    eps,
-                    step,
-                } => adam_chunk(p, g, a, b, (lr, wd, decoupled, beta1, beta2, eps, step)),
+            || match scalars {
+                StepScalars::Sgd(lr, wd, mu, keep, nesterov, first) => {
+                    sgd_chunk(p, g, a, (lr, wd, mu, keep, nesterov, first))
+                }
+                StepScalars::Adam(s, decoupled) => adam_chunk(p, g, a, b, s, decoupled),
             },
         )
     };
@@ -333,14 +299,9 @@ fn sgd_chunk<T: Real>(
     p: &mut [T],
     g: &[T],
     buf: &mut [T],
-    (lr, wd, momentum, dampening, nesterov, first): (f64, f64, f64, f64, bool, bool),
+    (lr, wd, momentum, keep, nesterov, first): (f64, f64, f64, f64, bool, bool),
 ) {
-    let (lr_t, wd_t, mu, keep) = (
-        T::of(lr),
-        T::of(wd),
-        T::of(momentum),
-        T::of(1.0 - dampening),
-    );
+    let (lr_t, wd_t, mu, keep) = (T::of(lr), T::of(wd), T::of(momentum), T::of(keep));
     for i in 0..p.len() {
         let mut d = g[i];
         if wd != 0.0 {
@@ -352,6 +313,40 @@ fn sgd_chunk<T: Real>(
             d = if nesterov { d + b * mu } else { b };
         }
         p[i] = p[i] - d * lr_t;
+    }
+}
+
+/// The scalars of one optimizer step, as both kernels (CPU here, CUDA in `cuda.rs`) use them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StepScalars {
+    /// `(lr, wd, momentum, 1 − dampening, nesterov, first)`.
+    Sgd(f64, f64, f64, f64, bool, bool),
+    /// `(β1, 1 − β1, β2, 1 − β2, wd, 1 − lr·wd, 1/√bc2, ε, lr/bc1, decoupled)`.
+    Adam([f64; 9], bool),
+}
+
+impl Rule {
+    /// This step's scalars for the kernels.
+    fn scalars(self) -> StepScalars {
+        match self {
+            Rule::Sgd {
+                lr,
+                wd,
+                momentum,
+                dampening,
+                nesterov,
+                first,
+            } => StepScalars::Sgd(lr, wd, momentum, 1.0 - dampening, nesterov, first),
+            Rule::Adam {
+                lr,
+                wd,
+                decoupled,
+                beta1,
+                beta2,
+                eps,
+                step,
+            } => StepScalars::Adam(adam_scalars(lr, wd, beta1, beta2, eps, step), decoupled),
+        }
     }
 }
 
@@ -380,10 +375,11 @@ fn adam_chunk<T: Real>(
     g: &[T],
     m: &mut [T],
     v: &mut [T],
-    (lr, wd, decoupled, beta1, beta2, eps, step): (f64, f64, bool, f64, f64, f64, i32),
+    scalars: [f64; 9],
+    decoupled: bool,
 ) {
-    let [b1, c1, b2, c2, wd_t, shrink, inv_bc2, eps_t, step_size] =
-        adam_scalars(lr, wd, beta1, beta2, eps, step).map(T::of);
+    let wd = scalars[4];
+    let [b1, c1, b2, c2, wd_t, shrink, inv_bc2, eps_t, step_size] = scalars.map(T::of);
     // Zipped slices (no bounds checks), so the loop vectorises.
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         let mut gi = g;
