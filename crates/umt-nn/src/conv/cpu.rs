@@ -191,6 +191,23 @@ fn phase_width(g: &Geometry) -> usize {
     g.w.div_ceil(g.sw)
 }
 
+/// A phase buffer for one channel plane when the column stride is > 1 (empty otherwise: the
+/// plane itself is the source).
+fn phase_buffer<T: Element>(g: &Geometry) -> Vec<T> {
+    if g.sw > 1 {
+        vec![T::default(); g.sw * g.h * phase_width(g)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Index of input pixel `(iy, ix)` in the phase layout `(sW, H, ⌈W/sW⌉)` of [`split_phases`]
+/// (with a column stride of 1 simply `iy·W + ix`).
+#[inline]
+fn phase_index(g: &Geometry, iy: usize, ix: usize) -> usize {
+    ((ix % g.sw) * g.h + iy) * phase_width(g) + ix / g.sw
+}
+
 /// Splits one channel plane `xc (H, W)` into its `sw` column phases, `ph (sw, H, ⌈W/sw⌉)`
 /// with `ph[q, iy, m] = xc[iy, q + sw·m]` (a phase's entries past the plane's right edge are
 /// left unspecified; they are never read). In this layout a strided row of the im2col matrix
@@ -225,11 +242,7 @@ fn merge_phases_add<T: Element>(ph: &[T], g: &Geometry, dxc: &mut [T]) {
 fn im2col<T: Element>(x: &[T], cols: &mut [T], g: &Geometry) {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let rows = g.kh * g.kw * hw_out;
-    let mut ph = if g.sw > 1 {
-        vec![T::default(); g.sw * g.h * phase_width(g)]
-    } else {
-        Vec::new()
-    };
+    let mut ph = phase_buffer(g);
     for c in 0..g.c_in {
         let xc = &x[c * hw_in..(c + 1) * hw_in];
         let src = if g.sw > 1 {
@@ -246,7 +259,6 @@ fn im2col<T: Element>(x: &[T], cols: &mut [T], g: &Geometry) {
 /// only the first `OH·OW` entries of each row are written). `src` is the plane `(H, W)` when
 /// the column stride is 1, else its phases `(sW, H, ⌈W/sW⌉)` ([`split_phases`]).
 fn im2col_channel<T: Element>(src: &[T], rows: &mut [T], ld: usize, g: &Geometry) {
-    let wp = phase_width(g);
     for i in 0..g.kh {
         for j in 0..g.kw {
             let r = i * g.kw + j;
@@ -261,8 +273,7 @@ fn im2col_channel<T: Element>(src: &[T], rows: &mut [T], ld: usize, g: &Geometry
                 out[..lo].fill(T::default());
                 out[hi..].fill(T::default());
                 if lo < hi {
-                    let ix0 = lo * g.sw + j * g.dw - g.pw;
-                    let start = ((ix0 % g.sw) * g.h + iy) * wp + ix0 / g.sw;
+                    let start = phase_index(g, iy, lo * g.sw + j * g.dw - g.pw);
                     out[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
                 }
             }
@@ -275,11 +286,7 @@ fn im2col_channel<T: Element>(src: &[T], rows: &mut [T], ld: usize, g: &Geometry
 fn col2im<T: Element>(cols: &[T], dx: &mut [T], g: &Geometry) {
     let (hw_out, hw_in) = (g.oh * g.ow, g.h * g.w);
     let rows = g.kh * g.kw * hw_out;
-    let mut ph = if g.sw > 1 {
-        vec![T::default(); g.sw * g.h * phase_width(g)]
-    } else {
-        Vec::new()
-    };
+    let mut ph = phase_buffer(g);
     for c in 0..g.c_in {
         let cc = &cols[c * rows..(c + 1) * rows];
         let dxc = &mut dx[c * hw_in..(c + 1) * hw_in];
@@ -296,7 +303,6 @@ fn col2im<T: Element>(cols: &[T], dx: &mut [T], g: &Geometry) {
 /// Scatter-adds one channel's `kH·kW` rows (row `r` at `r·ld`) into `dst`: the plane `(H, W)`
 /// when the column stride is 1, else its phases `(sW, H, ⌈W/sW⌉)`.
 fn col2im_channel<T: Element>(rows: &[T], ld: usize, dst: &mut [T], g: &Geometry) {
-    let wp = phase_width(g);
     for i in 0..g.kh {
         for j in 0..g.kw {
             let r = i * g.kw + j;
@@ -310,8 +316,7 @@ fn col2im_channel<T: Element>(rows: &[T], ld: usize, dst: &mut [T], g: &Geometry
                     continue;
                 };
                 let src = &row[oy * g.ow + lo..oy * g.ow + hi];
-                let ix0 = lo * g.sw + j * g.dw - g.pw;
-                let start = ((ix0 % g.sw) * g.h + iy) * wp + ix0 / g.sw;
+                let start = phase_index(g, iy, lo * g.sw + j * g.dw - g.pw);
                 for (d, &s) in dst[start..start + (hi - lo)].iter_mut().zip(src) {
                     *d += s;
                 }
@@ -849,9 +854,12 @@ impl Shift {
         (oh - 1) * self.ws + ow
     }
 
-    /// Offset of tap `(i, j)` in a padded plane.
-    fn offset(&self, i: usize, j: usize) -> usize {
-        i * self.dh * self.ws + j * self.dw
+    /// The kernel taps in row-major order: `(t, offset)`, tap `t = i·kW + j` and its offset
+    /// `i·dH·Ws + j·dW` in a padded plane.
+    fn taps(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.kh).flat_map(move |i| {
+            (0..self.kw).map(move |j| (i * self.kw + j, i * self.dh * self.ws + j * self.dw))
+        })
     }
 
     /// Scratch elements of the tile accumulator.
@@ -877,30 +885,26 @@ impl Shift {
         for n0 in (0..n).step_by(tl) {
             let nt = tl.min(n - n0);
             for gi in 0..self.groups {
-                for i in 0..self.kh {
-                    for j in 0..self.kw {
-                        let t = i * self.kw + j;
-                        let off = self.offset(i, j);
-                        // SAFETY: the tile block (cog, nt) with row stride tl lies in `tile`;
-                        // the weights lie in `w`; the shifted source reads src[c·plane + off +
-                        // p] for c < C_src, p < n, whose largest index is C_src·plane − 1.
-                        unsafe {
-                            matmul(
-                                cog,
-                                nt,
-                                cig,
-                                tile[gi * cog * tl..].as_mut_ptr(),
-                                tl,
-                                t > 0,
-                                a.mat(t, gi),
-                                Mat {
-                                    ptr: src[gi * cig * plane + off + n0..].as_ptr(),
-                                    rs: plane as isize,
-                                    cs: 1,
-                                },
-                                par,
-                            )
-                        }
+                for (t, off) in self.taps() {
+                    // SAFETY: the tile block (cog, nt) with row stride tl lies in `tile`; the
+                    // weights lie in `w`; the shifted source reads src[c·plane + off + p] for
+                    // c < C_src, p < n, whose largest index is C_src·plane − 1.
+                    unsafe {
+                        matmul(
+                            cog,
+                            nt,
+                            cig,
+                            tile[gi * cog * tl..].as_mut_ptr(),
+                            tl,
+                            t > 0,
+                            a.mat(t, gi),
+                            Mat {
+                                ptr: src[gi * cig * plane + off + n0..].as_ptr(),
+                                rs: plane as isize,
+                                cs: 1,
+                            },
+                            par,
+                        )
                     }
                 }
             }
@@ -1018,33 +1022,29 @@ fn weight_grad_shifted<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
                     for k0 in (0..n).step_by(kt) {
                         let k = kt.min(n - k0);
                         for gi in 0..g.groups {
-                            for i in 0..g.kh {
-                                for j in 0..g.kw {
-                                    let t = i * g.kw + j;
-                                    let off = s.offset(i, j);
-                                    // SAFETY: (cog, cig) ⊂ acc; dyg rows of n columns; the
-                                    // shifted xpad reads stay below C_in·plane (see Shift::run).
-                                    unsafe {
-                                        matmul(
-                                            cog,
-                                            cig,
-                                            k,
-                                            acc[(t * g.c_out + gi * cog) * cig..].as_mut_ptr(),
-                                            cig,
-                                            true,
-                                            Mat {
-                                                ptr: dyg[gi * cog * n + k0..].as_ptr(),
-                                                rs: n as isize,
-                                                cs: 1,
-                                            },
-                                            Mat {
-                                                ptr: xpad[gi * cig * plane + off + k0..].as_ptr(),
-                                                rs: 1,
-                                                cs: plane as isize,
-                                            },
-                                            plan.gemm,
-                                        )
-                                    }
+                            for (t, off) in s.taps() {
+                                // SAFETY: (cog, cig) ⊂ acc; dyg rows of n columns; the shifted
+                                // xpad reads stay below C_in·plane (see Shift::run).
+                                unsafe {
+                                    matmul(
+                                        cog,
+                                        cig,
+                                        k,
+                                        acc[(t * g.c_out + gi * cog) * cig..].as_mut_ptr(),
+                                        cig,
+                                        true,
+                                        Mat {
+                                            ptr: dyg[gi * cog * n + k0..].as_ptr(),
+                                            rs: n as isize,
+                                            cs: 1,
+                                        },
+                                        Mat {
+                                            ptr: xpad[gi * cig * plane + off + k0..].as_ptr(),
+                                            rs: 1,
+                                            cs: plane as isize,
+                                        },
+                                        plan.gemm,
+                                    )
                                 }
                             }
                         }
